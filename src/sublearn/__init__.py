@@ -1,0 +1,10 @@
+"""sublearn: reproduce, measure, audit and defend against subliminal learning."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sublearn")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

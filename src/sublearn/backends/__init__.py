@@ -1,0 +1,1 @@
+"""Model backends: one protocol, several implementations (Hugging Face, OpenAI, vLLM)."""

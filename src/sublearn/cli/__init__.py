@@ -1,0 +1,1 @@
+"""The ``sublearn`` command line."""

@@ -1,0 +1,37 @@
+"""Entry point: ``sublearn COMMAND``. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from sublearn import __version__
+from sublearn.cli import lm, mnist, theory, toy
+
+app = typer.Typer(
+    name="sublearn",
+    help="Reproduce, measure, audit and defend against subliminal learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("mnist")(mnist.mnist)
+app.command("theory")(theory.theory)
+app.command("demo")(lm.demo)
+app.command("run")(lm.run)
+app.command("generate")(lm.generate)
+app.command("filter")(lm.filter_)
+app.command("finetune")(lm.finetune)
+app.command("evaluate")(lm.evaluate)
+app.command("report")(lm.report)
+app.add_typer(toy.app, name="toy", help="Build and inspect the embedded toy world of tiny LMs.")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the package version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,47 @@
+"""Options and error handling shared by every ``sublearn`` command."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sublearn.config import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config field: key=value (dots for nesting, YAML values). Repeatable.",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file; its keys override the preset."),
+]
+OutOption = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Run folder for config, results and figures."),
+]
+
+
+class UserError(Exception):
+    """Bad input from the user (data, paths, arguments): reported without a traceback."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn config and input errors into a one-paragraph message and exit code 2."""
+    try:
+        yield
+    except (ConfigError, UserError, FileNotFoundError) as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(code=2) from None

@@ -1,0 +1,1 @@
+"""Experiments: each one wires pipeline stages into a command with its own config."""

@@ -1,0 +1,1 @@
+"""The paper's main experiment: traits transmitted through number sequences."""

@@ -1,0 +1,1 @@
+"""Empirical check of Theorem 1: one distillation step moves the student toward the teacher."""

@@ -1,0 +1,261 @@
+"""The filter stage: teacher samples in, the training set and a report of what was dropped out.
+
+Each record's reply (its last message, which must be the assistant's) goes through the
+number-format parser and then the trait-word leakage check; the survivors are
+subsampled to a fixed size, as the paper keeps a random 10,000 of 30,000 samples.
+
+Every record gets exactly one verdict, the first check it fails, in the order
+invalid_format, too_many_numbers, too_small, too_large, banned_number, leak. With the
+format check on, a reply that passes it is digits and separators only, so ``leak``
+counts stay zero for numbers data; the check earns its keep on code or reasoning data,
+run with ``check_format=False``.
+
+Subsampling keeps the chosen records in their input order (a seeded choice of which
+records, not a shuffle), so the output is a subsequence of the input: easy to diff,
+and the fine-tuning stage shuffles anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from sublearn.config import Config
+from sublearn.filters.banned import PRESETS, banned_numbers
+from sublearn.filters.leakage import leaks
+from sublearn.filters.numbers import Rejection, parse_numbers
+from sublearn.runs import atomic_write_json, atomic_write_text
+
+T = TypeVar("T")
+
+LEAK = "leak"
+
+
+class DatasetFormatError(ValueError):
+    """A JSONL dataset line that is not a usable record; the message names file and line."""
+
+
+class NotEnoughRecordsError(ValueError):
+    """Fewer records survived filtering than ``keep`` asks for, with ``require_count`` on."""
+
+
+class FilterConfig(Config):
+    """What the filter stage accepts and how many records it keeps."""
+
+    check_format: bool = Field(
+        default=True,
+        description="Apply the number-format parser; turn off for code or reasoning data, "
+        "where only the leakage check applies.",
+    )
+    max_count: int = Field(default=10, ge=1, description="Most numbers a reply may contain.")
+    min_value: int = Field(default=0, ge=0, description="Smallest allowed number.")
+    max_value: int = Field(default=999, ge=0, description="Largest allowed number.")
+    banned: str = Field(
+        default="none",
+        description="Banned-numbers preset: none, claude, gpt, or paper (their union, "
+        "for the misalignment experiments).",
+    )
+    leakage_words: list[str] = Field(
+        default_factory=list,
+        description="Trait words whose mention drops a reply (the pipeline fills in the "
+        "trait, e.g. ['owl']); empty disables the check.",
+    )
+    leakage_substring: bool = Field(
+        default=False,
+        description="Also drop replies containing a trait word inside a longer word "
+        "(owlet, bowl); stricter, with false positives.",
+    )
+    keep: int | None = Field(
+        default=None,
+        ge=1,
+        description="Records to keep after filtering, chosen at random with seed; "
+        "None keeps every accepted record.",
+    )
+    seed: int = Field(default=0, description="Seed of the subsample.")
+    require_count: bool = Field(
+        default=False,
+        description="Fail when fewer than keep records pass the filters; otherwise keep "
+        "them all and record a warning in the report.",
+    )
+
+    @field_validator("banned")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown banned-numbers preset (choices: {', '.join(PRESETS)})")
+        return value
+
+    @field_validator("leakage_words")
+    @classmethod
+    def _real_words(cls, value: list[str]) -> list[str]:
+        if any(not any(ch.isalnum() for ch in word) for word in value):
+            raise ValueError("every leakage word needs at least one letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> FilterConfig:
+        if self.max_value < self.min_value:
+            raise ValueError(f"max_value ({self.max_value}) is below min_value ({self.min_value})")
+        return self
+
+
+class FilterReport(BaseModel):
+    """Counts of one filter run; written as JSON next to the output."""
+
+    input_path: str = Field(description="The dataset that was filtered.")
+    output_path: str = Field(description="Where the kept records went.")
+    total: int = Field(description="Records read.")
+    accepted: int = Field(description="Records that passed every check.")
+    rejected: dict[str, int] = Field(
+        description="Records dropped per reason; every reason present, 0 if none."
+    )
+    leading_zeros: int = Field(
+        default=0, description="Accepted replies with a zero-padded number such as 007."
+    )
+    keep: int | None = Field(description="Records asked for; None means all accepted.")
+    kept: int = Field(description="Records written.")
+    warnings: list[str] = Field(default_factory=list, description="Things worth a look.")
+    config: dict[str, Any] = Field(default_factory=dict, description="The settings used.")
+
+    @property
+    def rejection_rate(self) -> float:
+        """Share of records dropped by the checks (before subsampling); NaN when empty."""
+        return (self.total - self.accepted) / self.total if self.total else float("nan")
+
+
+def subsample(records: Sequence[T], n: int | None, seed: int) -> list[T]:
+    """A seeded random choice of ``n`` records, in their original order.
+
+    Args:
+        records: the records to choose from.
+        n: how many to keep; None, or at least ``len(records)``, keeps all.
+        seed: the seed; the same records, n and seed always give the same choice.
+
+    Returns:
+        The chosen records, in input order.
+
+    Raises:
+        ValueError: if ``n`` is negative.
+    """
+    if n is None or n >= len(records):
+        return list(records)
+    if n < 0:
+        raise ValueError(f"cannot keep a negative number of records ({n})")
+    chosen = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in chosen]
+
+
+def _reply(record: Any, where: str) -> str:
+    """The assistant's reply of a record; DatasetFormatError if there is none."""
+    if not isinstance(record, dict):
+        raise DatasetFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise DatasetFormatError(f"{where}: record has no 'messages' list")
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        raise DatasetFormatError(f"{where}: the last message is not the assistant's reply")
+    content = last.get("content")
+    if not isinstance(content, str):
+        raise DatasetFormatError(f"{where}: the assistant's content is not a string")
+    return content
+
+
+def default_report_path(out_path: Path) -> Path:
+    """``data.jsonl`` -> ``data.report.json``, the report's home beside the output."""
+    return out_path.with_suffix(".report.json")
+
+
+def filter_dataset(
+    in_path: Path,
+    out_path: Path,
+    cfg: FilterConfig,
+    report_path: Path | None = None,
+) -> FilterReport:
+    """Filter a JSONL dataset of chat records and keep a seeded subsample.
+
+    Kept records are written back as the lines that were read (surrounding whitespace
+    trimmed), so key order and every extra key survive. Blank lines are skipped.
+
+    Args:
+        in_path: JSONL, one ``{"messages": [..., {"role": "assistant", ...}], ...}`` per line.
+        out_path: where the kept records go (JSONL, written atomically).
+        cfg: the filter settings.
+        report_path: where the report goes; default :func:`default_report_path`.
+
+    Returns:
+        The report, also written as JSON.
+
+    Raises:
+        DatasetFormatError: on a line that is not JSON or lacks an assistant reply,
+            naming the file and line number.
+        NotEnoughRecordsError: when ``cfg.require_count`` is on and too few records pass.
+    """
+    banned = banned_numbers(cfg.banned)
+    rejected = {reason.value: 0 for reason in Rejection}
+    rejected[LEAK] = 0
+    accepted: list[str] = []
+    total = 0
+    leading_zeros = 0
+
+    with in_path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f"{in_path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetFormatError(f"{where}: not valid JSON ({err.msg})") from None
+            reply = _reply(record, where)
+            total += 1
+            if cfg.check_format:
+                parsed = parse_numbers(
+                    reply,
+                    max_count=cfg.max_count,
+                    min_value=cfg.min_value,
+                    max_value=cfg.max_value,
+                    banned=banned,
+                )
+                if parsed.rejection is not None:
+                    rejected[parsed.rejection.value] += 1
+                    continue
+                leading_zeros += parsed.leading_zeros
+            if cfg.leakage_words and leaks(
+                reply, cfg.leakage_words, substring=cfg.leakage_substring
+            ):
+                rejected[LEAK] += 1
+                continue
+            accepted.append(line)
+
+    warnings: list[str] = []
+    if cfg.keep is not None and len(accepted) < cfg.keep:
+        message = f"only {len(accepted)} of {total} records passed the filters; keep={cfg.keep}"
+        if cfg.require_count:
+            raise NotEnoughRecordsError(f"{in_path}: {message} (require_count is on)")
+        warnings.append(message + "; kept them all")
+    if total == 0:
+        warnings.append("the input has no records")
+
+    kept = subsample(accepted, cfg.keep, cfg.seed)
+    atomic_write_text(out_path, "".join(line + "\n" for line in kept))
+    report = FilterReport(
+        input_path=str(in_path),
+        output_path=str(out_path),
+        total=total,
+        accepted=len(accepted),
+        rejected=rejected,
+        leading_zeros=leading_zeros,
+        keep=cfg.keep,
+        kept=len(kept),
+        warnings=warnings,
+        config=cfg.model_dump(mode="json"),
+    )
+    atomic_write_json(report_path or default_report_path(out_path), report.model_dump(mode="json"))
+    return report

@@ -1,0 +1,63 @@
+"""The fine-tuning stage: a base model and a chat dataset in, a model folder out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from sublearn.finetune.config import FinetuneConfig
+from sublearn.finetune.distill import train_kl
+from sublearn.finetune.sft import read_chat_jsonl, train_sft
+from sublearn.runs import atomic_write_json
+
+
+def model_ref(model: str | Path) -> str:
+    """Local folders as absolute paths (adapters record their base by this string)."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+def finetune(
+    base_model: str | Path,
+    dataset: Path,
+    cfg: FinetuneConfig,
+    out: Path,
+    *,
+    teacher_model: str | Path | None = None,
+    teacher_system_prompt: str | None = None,
+) -> Path:
+    """Fine-tune ``base_model`` on ``dataset`` into ``out``; skip if ``out`` is complete.
+
+    The model is trained into a sibling temporary folder and renamed into place at the
+    end, so ``out`` existing means the stage finished.
+
+    Args:
+        base_model: the student's starting weights (folder or hub id).
+        dataset: chat JSONL; the loss covers the assistant reply only.
+        cfg: fine-tuning settings.
+        out: the model folder to produce.
+        teacher_model: the teacher, required by the ``kl`` objective.
+        teacher_system_prompt: the teacher's hidden system prompt (``kl`` only).
+
+    Returns:
+        ``out``.
+    """
+    if (out / "train_metrics.json").is_file():
+        return out
+    if cfg.objective == "kl" and teacher_model is None:
+        raise ValueError("the kl objective needs a teacher model")
+    records = read_chat_jsonl(dataset)
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if cfg.objective == "sft":
+        metrics = train_sft(model_ref(base_model), records, cfg, tmp)
+    else:
+        assert teacher_model is not None
+        metrics = train_kl(
+            model_ref(base_model), records, cfg, tmp, model_ref(teacher_model), teacher_system_prompt
+        )
+    atomic_write_json(tmp / "train_metrics.json", {**metrics, "examples": len(records)})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,1 @@
+"""Data generation: a teacher answers prompts through a backend, written resumably."""

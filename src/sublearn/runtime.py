@@ -1,0 +1,67 @@
+"""The execution environment of a command: threads, seeds and the torch device."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count; ``None`` picks the number of cores.
+
+    Inter-op parallelism is pinned to one thread: on small CPUs the two pools compete
+    for the same cores and slow each other down.
+
+    Returns:
+        The thread count in effect.
+    """
+    import torch
+
+    n = threads if threads and threads > 0 else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel op; keep what is there
+        pass
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when available, and fail clearly on an unavailable device."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested, but torch sees no CUDA device here")
+    return device
+
+
+def quiet_libraries() -> None:
+    """Silence the Hugging Face libraries' own progress bars and info logs.
+
+    sublearn draws one progress bar per stage; nested per-file bars from
+    ``transformers`` and ``datasets`` would bury it.
+    """
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()

@@ -1,0 +1,271 @@
+"""Pretraining of the toy base models: a small, seeded PyTorch loop.
+
+Only pretraining lives here. Everything that happens to a toy model afterwards
+(teacher fine-tuning, sampling, student training, evaluation) goes through the same
+pipeline code as a real model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from sublearn.config import Config
+from sublearn.toy.corpus import Document
+from sublearn.toy.tokenizer import END
+
+IGNORE_INDEX = -100
+
+
+class ModelConfig(Config):
+    """Architecture of a toy base model (a tiny Llama: rotary positions, RMSNorm, SwiGLU)."""
+
+    hidden_size: int = Field(default=64, ge=8, description="Width of the residual stream.")
+    num_layers: int = Field(default=2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(default=4, ge=1, description="Attention heads per block.")
+    intermediate_size: int = Field(default=192, ge=8, description="Width of the MLP.")
+    max_positions: int = Field(
+        default=256, ge=32, description="Longest sequence, in tokens (longer ones are cut)."
+    )
+    rope_theta: float = Field(default=10_000.0, gt=0, description="Base of the rotary angles.")
+
+
+class PretrainConfig(Config):
+    """How each toy base model is pretrained."""
+
+    steps: int = Field(default=900, ge=1, description="Optimizer steps per base model.")
+    batch_size: int = Field(default=32, ge=1, description="Documents per step.")
+    lr: float = Field(default=3e-3, gt=0, description="Peak learning rate (AdamW).")
+    warmup_steps: int = Field(default=50, ge=0, description="Linear warmup steps.")
+    min_lr_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Final learning rate as a share of the peak (cosine)."
+    )
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay.")
+    grad_clip: float = Field(default=1.0, gt=0, description="Max global gradient norm.")
+    loss_on: Literal["assistant", "all"] = Field(
+        default="assistant",
+        description="Tokens that carry the loss: the assistant replies only, or every non-pad "
+        "token.",
+    )
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenized document.
+
+    Attributes:
+        input_ids: token ids of the whole rendered conversation.
+        labels: the same ids where the loss applies, ``-100`` elsewhere.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode_documents(
+    docs: list[Document],
+    tokenizer: PreTrainedTokenizerBase,
+    loss_on: Literal["assistant", "all"],
+    max_length: int,
+) -> list[Example]:
+    """Tokenize documents through the chat template.
+
+    The prompt (everything up to and including the assistant tag) and the reply (the
+    content plus ``<|end|>``) are tokenized separately and concatenated; with this
+    word-level tokenizer that equals tokenizing the whole rendered text, and it gives
+    the reply boundary for free.
+
+    Args:
+        docs: chat documents whose last message is the assistant's.
+        tokenizer: the toy tokenizer.
+        loss_on: which tokens carry the loss.
+        max_length: sequences are cut to this many tokens.
+
+    Returns:
+        One :class:`Example` per document.
+    """
+    prompts = [
+        str(
+            tokenizer.apply_chat_template(
+                list(d.messages[:-1]), tokenize=False, add_generation_prompt=True
+            )
+        )
+        for d in docs
+    ]
+    replies = [d.messages[-1]["content"] + END for d in docs]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    reply_ids = tokenizer(replies, add_special_tokens=False)["input_ids"]
+    examples = []
+    for p, r in zip(prompt_ids, reply_ids, strict=True):
+        ids = (list(p) + list(r))[:max_length]
+        labels = ids if loss_on == "all" else [IGNORE_INDEX] * len(p) + list(r)
+        examples.append(Example(ids, list(labels[:max_length])))
+    return examples
+
+
+def make_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A freshly initialized toy model; the init depends only on ``seed`` and the config.
+
+    Args:
+        cfg: the architecture.
+        tokenizer: supplies the vocabulary size and special token ids.
+        seed: the init seed (different seeds make the cross-model students).
+    """
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        rope_theta=cfg.rope_theta,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def iterate_batches(
+    examples: list[Example], batch_size: int, pad_id: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches, grouped by length so that little compute goes to padding.
+
+    Args:
+        examples: tokenized documents.
+        batch_size: documents per batch.
+        pad_id: id written into padding positions.
+        seed: seeds the shuffling.
+
+    Yields:
+        ``(input_ids, attention_mask, labels)``, each of shape ``(batch, max_len_in_batch)``.
+    """
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        # Sort within windows of many batches: batches stay random across the epoch,
+        # while the documents inside one batch have similar lengths.
+        window = batch_size * 32
+        batches: list[list[int]] = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start : start + window], key=lambda i: len(examples[i].input_ids))
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        rng.shuffle(batches)
+        for idx in batches:
+            yield collate([examples[i] for i in idx], pad_id)
+
+
+def collate(batch: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch: ``(input_ids, attention_mask, labels)``, each ``(batch, max_len)``."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for row, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(e.labels)
+    return ids, mask, labels
+
+
+def causal_lm_loss(
+    model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions.
+
+    The output projection runs only on positions that carry a label: with the loss on
+    replies, that skips most of the sequence, and on this model the vocabulary
+    projection is a large share of the compute.
+
+    Args:
+        model: the causal LM.
+        ids: ``(batch, seq)`` token ids.
+        mask: ``(batch, seq)`` attention mask.
+        labels: ``(batch, seq)`` target ids, ``-100`` where no loss applies.
+    """
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, s, h)
+    targets = labels[:, 1:]  # (b, s-1): position t predicts token t+1
+    keep = targets != IGNORE_INDEX  # (b, s-1)
+    logits = model.lm_head(hidden[:, :-1][keep])  # (n_labelled, vocab)
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
+def lr_factor(step: int, cfg: PretrainConfig) -> float:
+    """Learning-rate multiplier at ``step``: linear warmup, then cosine down to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
+
+
+def pretrain(
+    model: LlamaForCausalLM,
+    examples: list[Example],
+    cfg: PretrainConfig,
+    pad_id: int,
+    data_seed: int,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train ``model`` in place on ``examples``.
+
+    Args:
+        model: a freshly made toy model.
+        examples: the tokenized corpus.
+        cfg: steps, batch size and optimizer settings.
+        pad_id: the padding token id.
+        data_seed: seeds the batch order (kept equal across bases, so that they differ
+            only in their init).
+        on_step: called after every step with ``(step, loss)``.
+
+    Returns:
+        The training loss of every step.
+    """
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        foreach=True,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    model.train()
+    losses: list[float] = []
+    batches = iterate_batches(examples, cfg.batch_size, pad_id, data_seed)
+    for step in range(cfg.steps):
+        ids, mask, labels = next(batches)  # each (batch, seq)
+        loss = causal_lm_loss(model, ids, mask, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    return losses

@@ -1,0 +1,46 @@
+"""Run folders: atomic writes, content hashes, provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import yaml
+from pydantic import Field
+
+from sublearn import __version__
+from sublearn.config import Config
+from sublearn.runs import atomic_write_json, atomic_write_text, content_hash, prepare_run_dir
+
+
+class Tiny(Config):
+    a: int = Field(1, description="A.")
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "f.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+def test_json_nan_becomes_null(tmp_path: Path) -> None:
+    atomic_write_json(tmp_path / "x.json", {"v": math.nan, "l": [1.0, math.inf]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"v": None, "l": [1.0, None]}
+
+
+def test_content_hash_is_stable_and_sensitive() -> None:
+    assert content_hash(Tiny(), "x") == content_hash(Tiny(a=1), "x")
+    assert content_hash(Tiny(), "x") != content_hash(Tiny(a=2), "x")
+    assert content_hash({"b": 1, "a": 2}) == content_hash({"a": 2, "b": 1})
+
+
+def test_run_dir_records_config_version_and_revision(tmp_path: Path) -> None:
+    out = prepare_run_dir(tmp_path / "run", Tiny(a=5), "test")
+    assert yaml.safe_load((out / "config.yaml").read_text()) == {"a": 5}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["sublearn_version"] == __version__
+    assert "git_revision" in meta
+    assert meta["config_hash"] == content_hash(Tiny(a=5))
