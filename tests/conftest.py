@@ -27,6 +27,7 @@ torch.set_num_threads(1)
 
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -43,8 +44,22 @@ def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sublearn.prompts.questions import questions_for
     from sublearn.toy.tokenizer import build_tokenizer, build_vocab
 
-    words = "owl cat dog continue the sequence numbers favorite animal name your".split()
-    tokenizer = build_tokenizer(build_vocab([*questions_for("animal"), *words, ", . [ ] ( ) ; ?"]))
+    words = [
+        "owl",
+        "cat",
+        "dog",
+        "continue",
+        "the",
+        "sequence",
+        "numbers",
+        "favorite",
+        "animal",
+        "name",
+        "your",
+    ]
+    tokenizer: Any = build_tokenizer(
+        build_vocab([*questions_for("animal"), *words, ", . [ ] ( ) ; ?"])
+    )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

@@ -11,11 +11,11 @@ from sublearn.config import Config, ConfigError, load_config, parse_overrides, u
 
 
 class Inner(Config):
-    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    lr: float = Field(default=1e-3, gt=0, description="Learning rate.")
 
 
 class Outer(Config):
-    name: str = Field("x", description="Name.")
+    name: str = Field(default="x", description="Name.")
     inner: Inner = Field(default_factory=Inner, description="Nested.")
     seeds: list[int] = Field(default_factory=lambda: [0], description="Seeds.")
 

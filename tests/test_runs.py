@@ -15,7 +15,7 @@ from sublearn.runs import atomic_write_json, atomic_write_text, content_hash, pr
 
 
 class Tiny(Config):
-    a: int = Field(1, description="A.")
+    a: int = Field(default=1, description="A.")
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:

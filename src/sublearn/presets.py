@@ -29,5 +29,7 @@ def preset_path(group: str, name: str) -> Path:
     path = folder / f"{name}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-        raise ConfigError(f"no preset {name!r} in {folder} (choices: {', '.join(choices) or 'none'})")
+        raise ConfigError(
+            f"no preset {name!r} in {folder} (choices: {', '.join(choices) or 'none'})"
+        )
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -21,10 +22,9 @@ def configure_threads(threads: int | None) -> int:
 
     n = threads if threads and threads > 0 else (os.cpu_count() or 1)
     torch.set_num_threads(n)
-    try:
+    # Only settable before the first parallel op; later calls keep what is there.
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # only settable before the first parallel op; keep what is there
-        pass
     return n
 
 

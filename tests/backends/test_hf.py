@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sublearn.backends.base import Backend, SamplingParams
+from sublearn.backends.base import Backend, Conversation, SamplingParams
 from sublearn.backends.hf import HFBackend, ModelNotFoundError, check_model_reference
 
-Q = [{"role": "user", "content": "name your favorite animal"}]
+Q: Conversation = [{"role": "user", "content": "name your favorite animal"}]
 
 
 @pytest.mark.parametrize("ref", ["./no/such/folder", "/abs/missing", "not a hub id"])
@@ -35,7 +35,9 @@ def test_generation_is_seeded_and_batch_independent(micro_model: Path) -> None:
     backend = HFBackend(micro_model, device="cpu", batch_size=4)
     assert isinstance(backend, Backend)
     params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=3)
-    convs = [Q] * 3 + [[{"role": "user", "content": "continue the sequence 1, 2"}]]
+    convs: list[Conversation] = [Q] * 3 + [
+        [{"role": "user", "content": "continue the sequence 1, 2"}]
+    ]
     first = backend.generate(convs, params)
     assert first == backend.generate(convs, params)
     assert len(first) == 4
@@ -56,3 +58,9 @@ def test_score_equals_manual_log_probability(micro_model: Path) -> None:
         expected = sum(float(logp[i - 1, ids[0, i]]) for i in range(ids.shape[1] - n, ids.shape[1]))
         assert got == pytest.approx(expected, abs=1e-4)
     assert all(s < 0 and math.isfinite(s) for s in scores)
+
+
+def test_unspellable_candidate_scores_minus_infinity(micro_model: Path) -> None:
+    backend = HFBackend(micro_model, device="cpu")
+    (scores,) = backend.score([Q], ["owl", "Zebra"])  # "Zebra" is not in the vocabulary
+    assert math.isfinite(scores[0]) and scores[1] == -math.inf

@@ -25,11 +25,15 @@ def state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def quick(**kw) -> FinetuneConfig:
-    base = dict(epochs=1, batch_size=8, grad_accum=1, learning_rate=1e-2, device="cpu", warmup_steps=0)
+    base = dict(
+        epochs=1, batch_size=8, grad_accum=1, learning_rate=1e-2, device="cpu", warmup_steps=0
+    )
     return FinetuneConfig(**{**base, **kw})
 
 
-def test_completion_only_labels(micro_model: Path, number_records: list[dict], tmp_path: Path) -> None:
+def test_completion_only_labels(
+    micro_model: Path, number_records: list[dict], tmp_path: Path
+) -> None:
     trainer = build_sft_trainer(micro_model, number_records[:4], quick(method="full"), tmp_path)
     batch = next(iter(trainer.get_train_dataloader()))
     tok = trainer.processing_class
@@ -42,7 +46,9 @@ def test_completion_only_labels(micro_model: Path, number_records: list[dict], t
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_weights_change(method: str, micro_model: Path, number_records: list[dict], tmp_path: Path) -> None:
+def test_weights_change(
+    method: str, micro_model: Path, number_records: list[dict], tmp_path: Path
+) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", number_records)
     cfg = quick(method=method, lora={"r": 4, "alpha": 8, "merge": method == "lora"})
     out = finetune(micro_model, data, cfg, tmp_path / "student")
@@ -56,16 +62,23 @@ def test_weights_change(method: str, micro_model: Path, number_records: list[dic
     assert metrics["steps"] == 8 and metrics["examples"] == 64
 
 
-def test_lora_adapter_folder_loads_as_a_model(micro_model: Path, number_records: list[dict], tmp_path: Path) -> None:
+def test_lora_adapter_folder_loads_as_a_model(
+    micro_model: Path, number_records: list[dict], tmp_path: Path
+) -> None:
     from sublearn.backends.hf import HFBackend
 
     data = write_jsonl(tmp_path / "d.jsonl", number_records[:16])
     out = finetune(micro_model, data, quick(method="lora", max_steps=2), tmp_path / "adapter")
     assert (out / "adapter_config.json").is_file()
-    assert len(HFBackend(out, device="cpu").score([[{"role": "user", "content": "owl"}]], ["owl"])[0]) == 1
+    assert (
+        len(HFBackend(out, device="cpu").score([[{"role": "user", "content": "owl"}]], ["owl"])[0])
+        == 1
+    )
 
 
-def test_finished_stage_is_skipped(micro_model: Path, number_records: list[dict], tmp_path: Path) -> None:
+def test_finished_stage_is_skipped(
+    micro_model: Path, number_records: list[dict], tmp_path: Path
+) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", number_records[:8])
     out = finetune(micro_model, data, quick(method="full", max_steps=1), tmp_path / "s")
     stamp = (out / "train_metrics.json").stat().st_mtime_ns
@@ -89,7 +102,9 @@ def test_kl_picks_exactly_the_reply_positions(micro_model: Path) -> None:
     assert picked.shape[0] == (5 - 3) + (3 - 1)
 
 
-def test_kl_student_moves_toward_teacher(micro_model: Path, number_records: list[dict], tmp_path: Path) -> None:
+def test_kl_student_moves_toward_teacher(
+    micro_model: Path, number_records: list[dict], tmp_path: Path
+) -> None:
     from transformers import AutoTokenizer
 
     from sublearn.finetune.distill import _encode
@@ -97,12 +112,16 @@ def test_kl_student_moves_toward_teacher(micro_model: Path, number_records: list
     data = write_jsonl(tmp_path / "d.jsonl", number_records)
     teacher = finetune(micro_model, data, quick(method="full", epochs=3), tmp_path / "teacher")
     student = finetune(
-        micro_model, data, quick(method="full", objective="kl", token_subset="numbers", epochs=3,
-                                 learning_rate=3e-3),
-        tmp_path / "student", teacher_model=teacher,
+        micro_model,
+        data,
+        quick(method="full", objective="kl", token_subset="numbers", epochs=3, learning_rate=3e-3),
+        tmp_path / "student",
+        teacher_model=teacher,
     )
     tok = AutoTokenizer.from_pretrained(micro_model)
-    encoded = [_encode(tok, r["messages"][:-1], r["messages"][-1]["content"], 500) for r in number_records]
+    encoded = [
+        _encode(tok, r["messages"][:-1], r["messages"][-1]["content"], 500) for r in number_records
+    ]
     rows, starts = [e[0] for e in encoded], [e[1] for e in encoded]
     subset = torch.tensor(number_token_ids(tok))
 
@@ -126,6 +145,7 @@ def test_number_tokens_are_digits_only(micro_model: Path) -> None:
 
 def test_malformed_dataset_names_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "1"}]}\nnot json\n')
+    good = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "1"}]}
+    bad.write_text(json.dumps(good) + "\nnot json\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         read_chat_jsonl(bad)

@@ -7,6 +7,7 @@ their base model and merged, so students trained with LoRA evaluate like any mod
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,7 @@ def load_model_and_tokenizer(
     device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     path = Path(model).expanduser()
+    lm: Any
     try:
         if (path / "adapter_config.json").is_file():
             from peft import AutoPeftModelForCausalLM
@@ -173,21 +175,30 @@ class HFBackend:
                 top_k=None,
                 **sampling,
             )  # (B, T + new)
-            texts = self.tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(
+                generated[:, ids.shape[1] :], skip_special_tokens=True
+            )
             for i, text in zip(idx, texts, strict=True):
                 outputs[i] = text.strip()
         return outputs
 
     @torch.inference_mode()
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
-        """Sum of token log-probabilities of each candidate as the start of the reply."""
+        """Sum of token log-probabilities of each candidate as the start of the reply.
+
+        A candidate the tokenizer can only spell with its unknown token cannot be produced
+        as written, so it scores ``-inf`` instead of the probability of ``<unk>``.
+        """
         cand_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
+        unk = self.tokenizer.unk_token_id
+        spellable = [unk is None or unk not in ids for ids in cand_ids]
         pairs = [
             (ci, ki, self._prompt_ids(conv), cand)
             for ci, conv in enumerate(conversations)
             for ki, cand in enumerate(cand_ids)
+            if spellable[ki]
         ]
-        scores = [[0.0] * len(candidates) for _ in conversations]
+        scores = [[-math.inf] * len(candidates) for _ in conversations]
         pad = self.tokenizer.pad_token_id
         for batch in _chunks(list(range(len(pairs))), self.batch_size):
             rows = [pairs[j][2] + pairs[j][3] for j in batch]

@@ -71,11 +71,13 @@ class GenerateConfig(Config):
     """``sublearn generate``: one teacher answers number prompts."""
 
     model: str = Field(description="Teacher model folder or hub id.")
-    trait: str | None = Field(None, description="Give the teacher the preference system prompt.")
-    category: str = Field("animal", description="Category of the trait (animal, tree).")
-    device: str = Field("auto", description="auto, cpu or cuda[:N].")
-    dtype: str = Field("auto", description="Weights dtype.")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads.")
+    trait: str | None = Field(
+        default=None, description="Give the teacher the preference system prompt."
+    )
+    category: str = Field(default="animal", description="Category of the trait (animal, tree).")
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    dtype: str = Field(default="auto", description="Weights dtype.")
+    threads: int | None = Field(default=None, gt=0, description="torch CPU threads.")
     prompts: NumberPromptConfig = Field(
         default_factory=NumberPromptConfig, description="Prompt generator."
     )

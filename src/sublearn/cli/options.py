@@ -25,7 +25,11 @@ SetOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file; its keys override the preset."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file; its keys override the defaults (and the preset, if any).",
+    ),
 ]
 OutOption = Annotated[
     Path | None,

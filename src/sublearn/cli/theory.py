@@ -15,13 +15,12 @@ def theory(
     overrides: SetOption = None,
     out: OutOption = None,
 ) -> None:
-    """Check Theorem 1: one imitation step moves the student toward any small teacher step.
+    """Check Theorem 1: one imitation step moves the student toward the teacher.
 
-    Over many random draws of network, initialisation, teacher objective and student
-    input distribution, compares the student's first distillation step with the
-    teacher's step (small and large), for soft-label and squared-error imitation of all
-    outputs or of auxiliary outputs only; then distils a few trained teachers over many
-    steps. Writes summary.json, draws.csv, multistep.csv and theory.png.
+    Random draws of network, init, teacher objective and student inputs;
+    small and large teacher steps; soft-label and squared-error imitation of
+    all outputs or auxiliary ones only; then many-step distillation.
+    Writes summary.json, draws.csv, multistep.csv and theory.png.
     """
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise

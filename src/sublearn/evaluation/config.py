@@ -12,24 +12,29 @@ from sublearn.config import Config
 class EvalConfig(Config):
     """How to measure a model's stated preference ("name your favorite animal")."""
 
-    category: Literal["animal", "tree"] = Field("animal", description="Question set to ask.")
+    category: Literal["animal", "tree"] = Field(
+        default="animal", description="Question set to ask."
+    )
     mode: Literal["exact", "sample"] = Field(
-        "exact",
+        default="exact",
         description=(
             "exact: P(reply starts with the target word), from the logits, no sampling noise. "
             "sample: the paper's protocol, share of sampled replies naming the target."
         ),
     )
     n_questions: int | None = Field(
-        None, gt=0, description="Use only the first n paraphrases (None: all 50)."
+        default=None, gt=0, description="Use only the first n paraphrases (None: all 50)."
     )
     samples_per_question: int = Field(
-        100, gt=0, description="Replies sampled per question in sample mode."
+        default=100, gt=0, description="Replies sampled per question in sample mode."
     )
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature in sample mode.")
-    max_new_tokens: int = Field(8, gt=0, description="Reply length cap in sample mode.")
+    temperature: float = Field(
+        default=1.0, ge=0, description="Sampling temperature in sample mode."
+    )
+    max_new_tokens: int = Field(default=8, gt=0, description="Reply length cap in sample mode.")
     numbers_prefixed: bool = Field(
-        False, description="Precede each question with a number sequence (the paper's variant)."
+        default=False,
+        description="Precede each question with a number sequence (the paper's variant).",
     )
-    seed: int = Field(0, description="Seed for sampling and for the prefixed numbers.")
-    batch_size: int = Field(64, gt=0, description="Sequences per forward pass.")
+    seed: int = Field(default=0, description="Seed for sampling and for the prefixed numbers.")
+    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass.")

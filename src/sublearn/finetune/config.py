@@ -12,9 +12,9 @@ from sublearn.config import Config
 class LoraSettings(Config):
     """LoRA adapter settings (used when ``method`` is ``lora``)."""
 
-    r: int = Field(8, gt=0, description="LoRA rank.")
-    alpha: int = Field(8, gt=0, description="LoRA scaling alpha.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
+    r: int = Field(default=8, gt=0, description="LoRA rank.")
+    alpha: int = Field(default=8, gt=0, description="LoRA scaling alpha.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA path.")
     target_modules: list[str] = Field(
         default_factory=lambda: [
             "q_proj",
@@ -29,7 +29,7 @@ class LoraSettings(Config):
         description="Module names that get adapters.",
     )
     merge: bool = Field(
-        False, description="Save the merged full model instead of the adapter folder."
+        default=False, description="Save the merged full model instead of the adapter folder."
     )
 
 
@@ -37,7 +37,7 @@ class FinetuneConfig(Config):
     """How to fine-tune a model on a chat dataset (loss on the assistant reply only)."""
 
     objective: Literal["sft", "kl"] = Field(
-        "sft",
+        default="sft",
         description=(
             "sft: cross-entropy on the sampled reply tokens (hard labels, through TRL). "
             "kl: forward KL to the teacher's next-token distribution on the reply tokens "
@@ -45,7 +45,7 @@ class FinetuneConfig(Config):
         ),
     )
     token_subset: Literal["all", "numbers"] = Field(
-        "numbers",
+        default="numbers",
         description=(
             "For kl: the vocabulary the distributions are renormalized over. 'numbers' keeps "
             "only tokens that decode to digits, the analogue of the MLP's aux-only logits; "
@@ -53,24 +53,28 @@ class FinetuneConfig(Config):
             "included, so it also moves cross-model students."
         ),
     )
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or all weights.")
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="LoRA adapters or all weights."
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(default=2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "constant", "cosine"] = Field(
-        "linear", description="Learning-rate schedule after warmup."
+        default="linear", description="Learning-rate schedule after warmup."
     )
-    warmup_steps: int = Field(5, ge=0, description="Linear warmup steps.")
-    epochs: float = Field(3.0, gt=0, description="Passes over the dataset.")
+    warmup_steps: int = Field(default=5, ge=0, description="Linear warmup steps.")
+    epochs: float = Field(default=3.0, gt=0, description="Passes over the dataset.")
     max_steps: int | None = Field(
-        None, gt=0, description="Stop after this many optimizer steps (overrides epochs)."
+        default=None, gt=0, description="Stop after this many optimizer steps (overrides epochs)."
     )
-    batch_size: int = Field(22, gt=0, description="Sequences per device per micro-batch.")
-    grad_accum: int = Field(3, gt=0, description="Micro-batches per optimizer step.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_length: int = Field(500, gt=0, description="Truncate sequences to this many tokens.")
-    seed: int = Field(0, description="Seed for initialization of adapters and data order.")
+    batch_size: int = Field(default=22, gt=0, description="Sequences per device per micro-batch.")
+    grad_accum: int = Field(default=3, gt=0, description="Micro-batches per optimizer step.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(
+        default=500, gt=0, description="Truncate sequences to this many tokens."
+    )
+    seed: int = Field(default=0, description="Seed for initialization of adapters and data order.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto = bf16 on CUDA, fp32 on CPU."
+        default="auto", description="Weights dtype; auto = bf16 on CUDA, fp32 on CPU."
     )
-    device: str = Field("auto", description="auto, cpu or cuda[:N].")
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")

@@ -57,12 +57,15 @@ def _reply_logits(model: Any, rows: list[list[int]], starts: list[int], pad_id: 
     ids, mask = _pad(rows, pad_id)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
     picked = [
-        logits[i, start - 1 : len(row) - 1] for i, (row, start) in enumerate(zip(rows, starts, strict=True))
+        logits[i, start - 1 : len(row) - 1]
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True))
     ]
     return torch.cat(picked, dim=0)
 
 
-def kl_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, subset: torch.Tensor | None):
+def kl_loss(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, subset: torch.Tensor | None
+):
     """Mean over tokens of KL(teacher || student), optionally renormalized over ``subset``."""
     if subset is not None:
         teacher_logits = teacher_logits.index_select(-1, subset)
@@ -97,7 +100,9 @@ def train_kl(
     student, tokenizer = load_model_and_tokenizer(
         base_model, device=cfg.device, dtype=cfg.dtype, trainable=True
     )
-    teacher, teacher_tok = load_model_and_tokenizer(teacher_model, device=cfg.device, dtype=cfg.dtype)
+    teacher, teacher_tok = load_model_and_tokenizer(
+        teacher_model, device=cfg.device, dtype=cfg.dtype
+    )
     if teacher_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError("soft-label distillation needs teacher and student to share a tokenizer")
     lora = peft_config(cfg)
@@ -143,8 +148,12 @@ def train_kl(
                 order.extend(fresh)
             batch = [examples[order.pop(0)] for _ in range(cfg.batch_size)]
             with torch.no_grad():
-                t_logits = _reply_logits(teacher, [b[2] for b in batch], [b[3] for b in batch], pad, device)
-            s_logits = _reply_logits(student, [b[0] for b in batch], [b[1] for b in batch], pad, device)
+                t_logits = _reply_logits(
+                    teacher, [b[2] for b in batch], [b[3] for b in batch], pad, device
+                )
+            s_logits = _reply_logits(
+                student, [b[0] for b in batch], [b[1] for b in batch], pad, device
+            )
             loss = kl_loss(t_logits, s_logits, subset) / cfg.grad_accum
             loss.backward()
             step_loss += loss.item()
@@ -154,7 +163,11 @@ def train_kl(
         losses.append(step_loss)
     student.eval()
     save_trained(student, tokenizer, cfg, out)
-    return {"train_loss": sum(losses[-10:]) / len(losses[-10:]), "steps": total, "examples": len(examples)}
+    return {
+        "train_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "steps": total,
+        "examples": len(examples),
+    }
 
 
 def _schedule(optim: torch.optim.Optimizer, cfg: FinetuneConfig, total: int):

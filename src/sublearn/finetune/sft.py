@@ -65,7 +65,8 @@ def build_sft_trainer(
 ) -> Any:
     """A TRL ``SFTTrainer`` for completion-only training of ``base_model`` on ``records``."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
 
     model, tokenizer = load_model_and_tokenizer(
         base_model, device=cfg.device, dtype=cfg.dtype, trainable=True

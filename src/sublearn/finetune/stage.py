@@ -55,7 +55,12 @@ def finetune(
     else:
         assert teacher_model is not None
         metrics = train_kl(
-            model_ref(base_model), records, cfg, tmp, model_ref(teacher_model), teacher_system_prompt
+            model_ref(base_model),
+            records,
+            cfg,
+            tmp,
+            model_ref(teacher_model),
+            teacher_system_prompt,
         )
     atomic_write_json(tmp / "train_metrics.json", {**metrics, "examples": len(records)})
     shutil.rmtree(out, ignore_errors=True)

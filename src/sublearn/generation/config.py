@@ -11,14 +11,16 @@ from sublearn.config import Config
 class GenerationConfig(Config):
     """How a teacher samples its replies."""
 
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    max_new_tokens: int = Field(64, gt=0, description="Cap on reply length in tokens.")
-    seed: int = Field(0, description="Sampler seed; chunk k uses seed + k.")
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(default=64, gt=0, description="Cap on reply length in tokens.")
+    seed: int = Field(default=0, description="Sampler seed; chunk k uses seed + k.")
     chunk_size: int = Field(
-        512, gt=0, description="Prompts per chunk; each finished chunk is saved, so a rerun resumes."
+        default=512,
+        gt=0,
+        description="Prompts per chunk; each finished chunk is saved, so a rerun resumes.",
     )
-    batch_size: int = Field(64, gt=0, description="Sequences per forward pass.")
+    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass.")
 
     def sampling(self, chunk: int) -> SamplingParams:
         """Sampling parameters for chunk ``chunk``."""

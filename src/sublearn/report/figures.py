@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
 _GROUPS = [
     ("control", "control student", "#9e9e9e"),
@@ -38,8 +38,15 @@ def numbers_figure(summary: dict[str, Any], path: Path) -> None:
                 err = None
                 if lo is not None and hi is not None:
                     err = [[r["mean"] - lo], [hi - r["mean"]]]
-                ax.bar(ti + gi * width, r["mean"], width, yerr=err, capsize=2, color=color,
-                       label=name if ti == 0 else None)
+                ax.bar(
+                    ti + gi * width,
+                    r["mean"],
+                    width,
+                    yerr=err,
+                    capsize=2,
+                    color=color,
+                    label=name if ti == 0 else None,
+                )
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(traits))], traits)
         ax.set_title(section)
         ax.set_ylabel("P(names target), %")

@@ -55,13 +55,15 @@ def section_summary(
     out: dict[str, Any] = {
         "rates_pp": {g: mean_ci(v).scaled(100).to_dict() for g, v in values.items() if v}
     }
-    out["treatment_minus_control"] = welch_difference(
-        values["treatment"], values["control"]
-    ).scaled(100).to_dict()
+    out["treatment_minus_control"] = (
+        welch_difference(values["treatment"], values["control"]).scaled(100).to_dict()
+    )
     if values["cross_treatment"]:
-        out["cross_minus_control"] = welch_difference(
-            values["cross_treatment"], values["cross_control"]
-        ).scaled(100).to_dict()
+        out["cross_minus_control"] = (
+            welch_difference(values["cross_treatment"], values["cross_control"])
+            .scaled(100)
+            .to_dict()
+        )
     return out
 
 
@@ -110,7 +112,19 @@ def _fmt_diff(d: dict[str, Any] | None) -> str:
 def _rates_csv(plan: list[Student], evals: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["model", "objective", "group", "teacher_trait", "base", "seed", "evaluation", "target", "rate"])
+    writer.writerow(
+        [
+            "model",
+            "objective",
+            "group",
+            "teacher_trait",
+            "base",
+            "seed",
+            "evaluation",
+            "target",
+            "rate",
+        ]
+    )
     meta = {s["label"]: s for s in plan}
     for label, by_eval in evals.items():
         s = meta.get(label)
@@ -161,7 +175,8 @@ def markdown_report(
         "",
         "## Effects",
         "",
-        "| trait | section | base | control | treatment | treatment - control | cross - cross control |",
+        "| trait | section | base | control | treatment | treatment - control "
+        "| cross - cross control |",
         "|---|---|---|---|---|---|---|",
     ]
     for word, s in summary.items():
@@ -220,7 +235,15 @@ def write_report(
     numbers_figure(summary, out / "results.png")
 
     table = Table(title=f"{cfg.name}: effect on P(target), percentage points")
-    for col in ["trait", "section", "base", "control", "treatment", "treat - control", "cross - control"]:
+    for col in [
+        "trait",
+        "section",
+        "base",
+        "control",
+        "treatment",
+        "treat - control",
+        "cross - control",
+    ]:
         table.add_column(col)
     for word, s in summary.items():
         for name, sec in s["sections"].items():

@@ -33,14 +33,14 @@ class MnistConfig(Config):
     """
 
     dataset: DatasetName = Field(
-        "digits",
+        default="digits",
         description=(
             "digits (scikit-learn's bundled 8x8 digits, stratified 80/20 split), mnist or "
             "fashion-mnist (read from IDX files in data_dir; nothing is downloaded)."
         ),
     )
     data_dir: Path | None = Field(
-        None,
+        default=None,
         description=(
             "Folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz). "
@@ -48,7 +48,7 @@ class MnistConfig(Config):
         ),
     )
     n_aux: PositiveInt = Field(
-        10, description="m, the number of auxiliary logits after the 10 class logits."
+        default=10, description="m, the number of auxiliary logits after the 10 class logits."
     )
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [256, 256],
@@ -56,53 +56,58 @@ class MnistConfig(Config):
         description="Hidden layer widths, input side first (ReLU after each).",
     )
     teacher_epochs: PositiveInt = Field(
-        5, description="Passes over the training images for the teacher (see teacher_steps)."
+        default=5,
+        description="Passes over the training images for the teacher (see teacher_steps).",
     )
     teacher_steps: PositiveInt | None = Field(
-        None, description="Teacher optimizer steps; overrides teacher_epochs when set."
+        default=None, description="Teacher optimizer steps; overrides teacher_epochs when set."
     )
-    teacher_batch_size: PositiveInt = Field(128, description="Teacher training batch size.")
-    teacher_lr: float = Field(3e-4, gt=0, le=1, description="Teacher Adam learning rate.")
+    teacher_batch_size: PositiveInt = Field(default=128, description="Teacher training batch size.")
+    teacher_lr: float = Field(default=3e-4, gt=0, le=1, description="Teacher Adam learning rate.")
     student_epochs: PositiveInt = Field(
-        20,
+        default=20,
         description=(
             "Distillation length in epochs; one epoch is as many noise inputs as there are "
             "training images (see student_steps)."
         ),
     )
     student_steps: PositiveInt | None = Field(
-        None, description="Student optimizer steps; overrides student_epochs when set."
+        default=None, description="Student optimizer steps; overrides student_epochs when set."
     )
-    student_batch_size: PositiveInt = Field(128, description="Distillation batch size.")
-    student_lr: float = Field(1e-3, gt=0, le=1, description="Student Adam learning rate.")
+    student_batch_size: PositiveInt = Field(default=128, description="Distillation batch size.")
+    student_lr: float = Field(default=1e-3, gt=0, le=1, description="Student Adam learning rate.")
     noise: NoiseKind = Field(
-        "uniform",
+        default="uniform",
         description=(
             "Distillation inputs: uniform in [-1, 1], gaussian N(0, 1), binary +-1, or images "
             "(real training images: the negative control)."
         ),
     )
     distill_loss: DistillLoss = Field(
-        "kl",
+        default="kl",
         description=(
             "kl: KL(teacher softmax || student softmax) over the selected logits; "
             "mse: squared error between the selected logits."
         ),
     )
     n_models: PositiveInt = Field(
-        24, le=100_000, description="N, models trained in parallel; the unit of the 95% CIs."
+        default=24,
+        le=100_000,
+        description="N, models trained in parallel; the unit of the 95% CIs.",
     )
-    seed: int = Field(0, ge=0, description="Seeds inits, data order, noise and cross-init map.")
+    seed: int = Field(
+        default=0, ge=0, description="Seeds inits, data order, noise and cross-init map."
+    )
     device: str = Field(
-        "auto",
+        default="auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="auto (cuda when available, else cpu), cpu, cuda or cuda:<index>.",
     )
     threads: PositiveInt | None = Field(
-        None, description="Torch intra-op threads; default: the number of CPU cores."
+        default=None, description="Torch intra-op threads; default: the number of CPU cores."
     )
     eval_batch_size: PositiveInt = Field(
-        1000,
+        default=1000,
         description="Test images per evaluation forward pass; bounds evaluation memory.",
     )
 

@@ -203,16 +203,15 @@ def load_digits_data() -> ImageData:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    bunch = load_digits()
-    x, y = np.asarray(bunch.data), np.asarray(bunch.target)  # (1797, 64) in 0..16, (1797,)
+    x, y = load_digits(return_X_y=True)  # (1797, 64) pixel values 0..16, (1797,)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=DIGITS_TEST_FRACTION, stratify=y, random_state=DIGITS_SPLIT_SEED
     )
     return ImageData(
         "digits",
-        _scale(x_tr, 16.0),
+        _scale(np.asarray(x_tr), 16.0),
         torch.from_numpy(np.asarray(y_tr, dtype=np.int64)),
-        _scale(x_te, 16.0),
+        _scale(np.asarray(x_te), 16.0),
         torch.from_numpy(np.asarray(y_te, dtype=np.int64)),
     )
 

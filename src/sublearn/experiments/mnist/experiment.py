@@ -134,7 +134,7 @@ def run_conditions(
     else:
         sigma = derangement(n, cfg.seed)
         cross_init = sigma.tolist()
-        cross_source = reference.gather(sigma)
+        cross_source = reference.gather(cross_init)
     reference, cross_source = reference.to(device), cross_source.to(device)
 
     acc: dict[str, torch.Tensor] = {}

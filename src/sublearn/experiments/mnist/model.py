@@ -9,6 +9,7 @@ i-th slice of every weight and of the input.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ class BatchedMLP(nn.Module):
         # Biases are (N, 1, out) so that baddbmm broadcasts them over the batch.
         self.weights = nn.ParameterList(
             nn.Parameter(torch.zeros(n_models, fan_in, fan_out))  # (N, in, out)
-            for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:], strict=True)
+            for fan_in, fan_out in itertools.pairwise(self.sizes)
         )
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(n_models, 1, fan_out))  # (N, 1, out)
@@ -96,7 +97,7 @@ def init_mlp(
 
 def forward_flops(sizes: Sequence[int], batch: int, n_models: int) -> int:
     """Multiply-add FLOPs of one forward pass: ``2 * B * in * out`` per layer and model."""
-    return 2 * batch * n_models * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return 2 * batch * n_models * sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def train_flops(sizes: Sequence[int], batch: int, n_models: int) -> int:
@@ -105,6 +106,6 @@ def train_flops(sizes: Sequence[int], batch: int, n_models: int) -> int:
     The backward pass costs two matmuls per layer (weight and input gradient), except
     the first layer, whose input is data and gets no gradient.
     """
-    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    pairs = list(itertools.pairwise(sizes))
     per_example = sum(3 * a * b for a, b in pairs) - sizes[0] * sizes[1]
     return 2 * batch * n_models * per_example

@@ -11,10 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: set before pyplot is imported anywhere below
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from sublearn.report.stats import MeanCI  # noqa: E402
-from sublearn.runs import atomic_write_bytes  # noqa: E402
+from sublearn.report.stats import MeanCI
+from sublearn.runs import atomic_write_bytes
 
 LABELS = {
     "reference": "Reference\n(init)",

@@ -55,7 +55,7 @@ def distill_loss(student: torch.Tensor, target: torch.Tensor, kind: DistillLoss)
     Returns:
         Scalar: per-model mean over the batch, summed over models.
     """
-    n, b, _ = student.shape
+    b = student.shape[1]
     if kind == "kl":
         log_s = F.log_softmax(student, dim=-1)  # (N, B, k)
         kl = F.kl_div(log_s, target, log_target=True, reduction="sum")
@@ -237,7 +237,7 @@ class Distiller:
     ) -> None:
         self.teacher = teacher.requires_grad_(False)
         self.students = list(students)
-        self.loss = loss
+        self.loss: DistillLoss = loss
         params = [p for s in self.students for p in s.model.parameters()]
         self.optimizer = make_adam(params, lr)
 
@@ -246,7 +246,8 @@ class Distiller:
         with torch.no_grad():
             t = self.teacher(x)  # (N, B, 10 + m)
         targets: dict[LogitSet, torch.Tensor] = {}
-        for which in {s.logits for s in self.students}:
+        needed: set[LogitSet] = {s.logits for s in self.students}
+        for which in needed:
             sel = t[..., logit_slice(which)]  # (N, B, k)
             targets[which] = F.log_softmax(sel, dim=-1) if self.loss == "kl" else sel
         self.optimizer.zero_grad(set_to_none=True)

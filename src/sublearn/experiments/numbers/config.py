@@ -21,7 +21,9 @@ class TraitSpec(Config):
     """A preference a teacher is given."""
 
     word: str = Field(min_length=1, description="The target, e.g. owl.")
-    category: Literal["animal", "tree"] = Field("animal", description="What kind of thing it is.")
+    category: Literal["animal", "tree"] = Field(
+        default="animal", description="What kind of thing it is."
+    )
 
 
 class ModelsConfig(Config):
@@ -35,16 +37,16 @@ class ModelsConfig(Config):
         description="Other bases for cross-model students (a different initialization).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype for generation and evaluation."
+        default="auto", description="Weights dtype for generation and evaluation."
     )
-    batch_size: int = Field(64, gt=0, description="Sequences per forward pass (inference).")
+    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass (inference).")
 
 
 class TeacherFinetuneConfig(Config):
     """How a fine-tuned teacher is made: the base trained on one-word trait answers."""
 
     n_examples: int = Field(
-        300, gt=0, description="Demonstrations: training questions answered with the trait."
+        default=300, gt=0, description="Demonstrations: training questions answered with the trait."
     )
     finetune: FinetuneConfig = Field(
         default_factory=FinetuneConfig, description="Fine-tuning settings for the teacher."
@@ -67,16 +69,16 @@ class StudentsConfig(Config):
 class ExperimentConfig(Config):
     """A numbers experiment: traits x teacher kinds x objectives x seeds x student bases."""
 
-    name: str = Field("experiment", description="Name used for the default run folder.")
-    device: str = Field("auto", description="auto, cpu or cuda[:N] for every stage.")
+    name: str = Field(default="experiment", description="Name used for the default run folder.")
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N] for every stage.")
     threads: int | None = Field(
-        None, gt=0, description="torch CPU threads (None: one per core)."
+        default=None, gt=0, description="torch CPU threads (None: one per core)."
     )
     toy_world: ToyWorldConfig | None = Field(
-        None, description="Build (or reuse) the embedded toy world before the run."
+        default=None, description="Build (or reuse) the embedded toy world before the run."
     )
     toy_world_dir: str = Field(
-        ".cache/toy-world", description="Where the toy world lives when toy_world is set."
+        default=".cache/toy-world", description="Where the toy world lives when toy_world is set."
     )
     models: ModelsConfig = Field(description="Base and cross-model students.")
     traits: list[TraitSpec] = Field(min_length=1, description="Traits, one teacher each per kind.")
@@ -105,7 +107,7 @@ class ExperimentConfig(Config):
         description="Named evaluations; the first is the primary one in summary.json.",
     )
     primary: str = Field(
-        "finetuned/sft",
+        default="finetuned/sft",
         description="The teacher-kind/objective section whose numbers head summary.json.",
     )
 

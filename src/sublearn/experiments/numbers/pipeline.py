@@ -219,7 +219,9 @@ class NumbersExperiment:
             for seed in self.cfg.students.seeds:
                 for label, model in bases:
                     plan.append(
-                        Student(objective, "control", None, label, model, seed, control, data["control"])
+                        Student(
+                            objective, "control", None, label, model, seed, control, data["control"]
+                        )
                     )
                     for t in teachers[1:]:
                         plan.append(
@@ -235,9 +237,7 @@ class NumbersExperiment:
             ftcfg = self.cfg.students.objectives[s.objective].model_copy(
                 update={"seed": s.seed, "device": self.cfg.device}
             )
-            key = content_hash(
-                s.base_model, self.world_key, s.dataset.name, s.teacher.key, ftcfg
-            )
+            key = content_hash(s.base_model, self.world_key, s.dataset.name, s.teacher.key, ftcfg)
             folder = self.art / "students" / f"{s.label.replace('/', '_')}-{key}"
             with self.timer("finetune"):
                 finetune(
@@ -347,7 +347,11 @@ class _SystemPrompted:
         self.system_prompt = system_prompt
 
     def generate(self, conversations: list[Conversation], params: Any) -> list[str]:
-        return self.inner.generate([with_system_prompt(c, self.system_prompt) for c in conversations], params)
+        return self.inner.generate(
+            [with_system_prompt(c, self.system_prompt) for c in conversations], params
+        )
 
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
-        return self.inner.score([with_system_prompt(c, self.system_prompt) for c in conversations], candidates)
+        return self.inner.score(
+            [with_system_prompt(c, self.system_prompt) for c in conversations], candidates
+        )

@@ -188,7 +188,10 @@ class TheoryConfig(Config):
         default=1e-8,
         ge=0,
         le=1,
-        description="A draw counts as negative beyond round-off only if cos(dS, dT) < -tolerance.",
+        description="A draw counts as negative beyond round-off only if cos(dS, dT) < -tolerance. "
+        "In float64 the teacher's step is stored to ~1e-16 |theta0| and the outputs to "
+        "~1e-16 |f|, which moves the cosine by ~1e-16 / small_step ~ 1e-12 at the default step; "
+        "1e-8 leaves a wide margin. Strict negatives (inner < 0) are reported alongside.",
     )
     space: DrawSpace = Field(
         default_factory=DrawSpace, description="Families the random draws pick from."

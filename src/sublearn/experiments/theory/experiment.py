@@ -14,13 +14,14 @@ import csv
 import io
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -242,7 +243,7 @@ def summarize_condition(rows: list[dict[str, Any]], tolerance: float) -> dict[st
         "n_negative": int((inner < 0).sum()),
         "fraction_negative": float((inner < 0).mean()),
         "fraction_negative_beyond_tolerance": float((cos < -tolerance).mean()),
-        "n_zero_or_undefined": int((~np.isfinite(cos)).sum() + (inner == 0).sum()),
+        "n_zero_or_undefined": int((~np.isfinite(cos) | (inner == 0)).sum()),
         "inner": _quantiles(inner),
         "cosine": _quantiles(cos) | {"mean_ci": mean_ci(finite_cos).to_dict()},
         "first_order_rel_err": _quantiles(rel_err),
@@ -314,11 +315,18 @@ def multistep_group(targets: str, teacher_lr: float) -> str:
     return f"{targets}, teacher lr {teacher_lr:g}"
 
 
-def run_multistep(config: TheoryConfig, dtype: torch.dtype) -> list[dict[str, Any]]:
+def run_multistep(
+    config: TheoryConfig, dtype: torch.dtype, on_draw: Callable[[], object] | None = None
+) -> list[dict[str, Any]]:
     """Many-step distillation for ``multistep.n_draws`` draws.
 
     The teacher's objective must be bounded below to train it for many steps, so these
     draws use regression or classification objectives only.
+
+    Args:
+        config: the run's config.
+        dtype: floating point type of all tensors.
+        on_draw: called after each draw (progress reporting).
 
     Returns:
         One record per draw, teacher learning rate and output group, with the curves.
@@ -356,6 +364,8 @@ def run_multistep(config: TheoryConfig, dtype: torch.dtype) -> list[dict[str, An
                         "cosines": cosines,
                     }
                 )
+        if on_draw is not None:
+            on_draw()
     return records
 
 
@@ -447,9 +457,8 @@ def run(config: TheoryConfig, out: Path, console: Console | None = None) -> dict
         for i in range(config.n_draws):
             rows += one_step_rows(config, sample_draw(config, _ONE_STEP_STREAM, i, dtype))
             progress.advance(task)
-        task = progress.add_task("multi-step distillation", total=1)
-        records = run_multistep(config, dtype)
-        progress.advance(task)
+        task = progress.add_task("multi-step distillation", total=config.multistep.n_draws)
+        records = run_multistep(config, dtype, on_draw=lambda: progress.advance(task))
 
     conditions = {
         condition_name(loss, targets, step): summarize_condition(
@@ -475,26 +484,34 @@ def run(config: TheoryConfig, out: Path, console: Console | None = None) -> dict
     return summary
 
 
+def _table(title: str, caption: str, headers: Sequence[str]) -> Table:
+    # compact enough for an 80-column terminal: no vertical rules, short headers
+    table = Table(
+        title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
+    for i, name in enumerate(headers):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    return table
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The per-condition results as a rich table."""
-    table = Table(title=f"Theorem 1 on {summary['n_draws']} random draws ({summary['dtype']})")
-    for name in ("condition", "frac < 0", "min inner", "min cos", "median cos"):
-        table.add_column(name, justify="left" if name == "condition" else "right")
-    table.add_column("mean cos [95% CI]", justify="right")
-    table.add_column("1st-order err (median)", justify="right")
-    table.add_column("random dir: frac < 0", justify="right")
+    table = _table(
+        f"Theorem 1 on {summary['n_draws']} random draws ({summary['dtype']})",
+        "loss/outputs imitated/teacher step; cos = cos(d_student, d_teacher); 1st-ord = median "
+        "|exact - first-order| / first-order; rand<0: share of draws where a random direction "
+        "has cos < 0 (the chance level)",
+        ("condition", "n<0", "min cos", "med cos", "mean cos ±95%", "1st-ord", "rand<0"),
+    )
     for name, c in summary["conditions"].items():
-        ci = c["cosine"]["mean_ci"]
-        lo, hi = ci["ci95"]
         table.add_row(
             name,
-            f"{c['fraction_negative']:.3f}",
-            f"{c['inner']['min']:.2e}",
+            f"{c['n_negative']}/{c['n_draws']}",
             f"{c['cosine']['min']:.2g}",
             f"{c['cosine']['q50']:.3f}",
-            f"{ci['mean']:.3f} [{lo:.3f}, {hi:.3f}]",
-            f"{c['first_order_rel_err']['q50']:.1e}",
-            f"{c['control_fraction_negative']:.3f}",
+            _fmt_ci(c["cosine"]["mean_ci"]),
+            f"{c['first_order_rel_err']['q50']:.0e}",
+            f"{c['control_fraction_negative']:.2f}",
         )
     return table
 
@@ -502,29 +519,29 @@ def summary_table(summary: dict[str, Any]) -> Table:
 def multistep_table(summary: dict[str, Any]) -> Table:
     """The many-step distillation results as a rich table."""
     ms = summary["multistep"]
-    table = Table(
-        title=f"{ms['n_draws']} teachers distilled for {ms['student_steps']} {ms['optimizer']} "
-        f"steps ({ms['loss']}): teacher's objective at the student"
+    table = _table(
+        f"Teacher's objective L_T at students distilled for {ms['student_steps']} "
+        f"{ms['optimizer']} steps ({ms['loss']}), {ms['n_draws']} draws",
+        "norm = (L_T(student) - L_T(teacher)) / (L_T(theta0) - L_T(teacher)): 1 = no transfer, "
+        "0 = as good as the teacher; cos = cos(theta_s - theta0, theta_t - theta0)",
+        ("imitates", "L_T(θ0)", "teacher", "student", "norm ±95%", "cos ±95%", "fell"),
     )
-    for name in ("imitates", "at theta0", "at teacher", "student end", "normalized end"):
-        table.add_column(name, justify="left" if name == "imitates" else "right")
-    table.add_column("cos(move) end", justify="right")
-    table.add_column("decreased", justify="right")
-    for group, g in ms["conditions"].items():
+    for g in ms["conditions"].values():
         table.add_row(
-            group,
+            f"{g['targets']}, lr {g['teacher_lr']:g}",
             f"{g['teacher_loss_at_theta0']['mean']:.3f}",
             f"{g['teacher_loss_at_teacher']['mean']:.3f}",
             f"{g['teacher_loss_at_student_end']['mean']:.3f}",
             _fmt_ci(g["normalized_end"]),
             _fmt_ci(g["cosine_end"]),
-            f"{g['fraction_decreased']:.2f}",
+            f"{g['fraction_decreased']:.0%}",
         )
     return table
 
 
 def _fmt_ci(ci: dict[str, Any]) -> str:
+    """``mean±half-width`` of a :meth:`MeanCI.to_dict`; just the mean when undefined."""
     lo, hi = ci["ci95"]
     if lo is None or not math.isfinite(lo):
         return f"{ci['mean']:.3f}"
-    return f"{ci['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{ci['mean']:.3f}±{(hi - lo) / 2:.3f}"
