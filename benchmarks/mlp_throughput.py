@@ -136,7 +136,7 @@ def main() -> None:
     teacher_times = time_teacher(teacher, batch, args.steps, gen)
     rss_teacher = peak_rss_gb()
 
-    # Distillation step: teacher forward once, 4 student groups forward/backward, Adam.
+    # Distillation step: teacher forward once, then per student group forward, backward, Adam.
     cross = reference.gather(derangement(n, 0).tolist()) if n > 1 else init_mlp(1, sizes, gen)
     students = [Student(name, reference.copy(), which) for name, which in STUDENT_GROUPS]
     students += [Student(f"cross_{which}", cross.copy(), which) for _, which in STUDENT_GROUPS]
@@ -179,7 +179,7 @@ def main() -> None:
     console.print(table)
     console.print(
         "teacher: cross-entropy step on real-image batches; distill: teacher forward once, "
-        f"then {len(students)} student groups forward + backward, one fused Adam step"
+        f"then {len(students)} student groups forward + backward + fused Adam step each"
     )
     d_seconds = float(np.median(distill_times))
     console.print(

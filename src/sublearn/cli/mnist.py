@@ -85,10 +85,11 @@ def mnist(
 ) -> None:
     """Distill MLP students on noise through auxiliary logits only (paper section 5).
 
-    Trains N teachers on real digits, distills students on noise images using only
-    the m extra logits, and reports the test accuracy of six conditions: reference
-    init, teacher, students on aux or all logits, and cross-model students that start
-    from another model's init. Writes summary.json, per_model.csv and accuracy.png.
+    Trains N teachers on real images, then distills students on noise using
+    only the m extra logits, and reports the test accuracy of six conditions:
+    reference init, teacher, students on aux or all logits, and cross-model
+    students that start from another model's init. Writes summary.json,
+    per_model.csv and accuracy.png to the run folder.
     """
     with user_errors():
         flags = {

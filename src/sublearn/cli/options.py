@@ -12,8 +12,10 @@ from rich.console import Console
 
 from sublearn.config import ConfigError
 
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide; when output goes to a file or a CI log rather than a terminal, rich
+# would fall back to 80 columns and cut them, so give it room instead.
+console = Console(width=None if Console().is_terminal else 120)
+err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 120)
 
 SetOption = Annotated[
     list[str] | None,

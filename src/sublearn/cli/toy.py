@@ -59,7 +59,9 @@ def info(
     samples: Annotated[
         int, typer.Option("--samples", "-n", help="Sample generations to show per kind (0: none).")
     ] = 2,
-    base: Annotated[str, typer.Option("--base", help="Which base model to sample from.")] = "base-0",
+    base: Annotated[
+        str, typer.Option("--base", help="Which base model to sample from.")
+    ] = "base-0",
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
     """Print the world manifest and a few sample generations."""
@@ -68,7 +70,9 @@ def info(
 
         manifest = read_manifest(out)
         if manifest is None:
-            raise UserError(f"no toy world in {out}; build one with `sublearn toy build --out {out}`")
+            raise UserError(
+                f"no toy world in {out}; build one with `sublearn toy build --out {out}`"
+            )
         _print_manifest(manifest, out)
         if samples > 0:
             model_dir = out / base
@@ -85,8 +89,9 @@ def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
     )
     corpus = manifest.get("corpus", {})
     console.print(
-        f"  corpus: {corpus.get('n_documents')} documents ({corpus.get('n_preference')} preference, "
-        f"{corpus.get('n_numbers')} numbers), {corpus.get('n_tokens')} tokens"
+        f"  corpus: {corpus.get('n_documents')} documents "
+        f"({corpus.get('n_preference')} preference, {corpus.get('n_numbers')} numbers), "
+        f"{corpus.get('n_tokens')} tokens"
     )
     table = Table("base", "init seed", "final loss", "seconds")
     for b in manifest.get("bases", []):
@@ -110,12 +115,14 @@ def _print_samples(model_dir: Path, manifest: dict[str, Any], n: int, seed: int)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
     model.eval()
     animals = manifest.get("animals") or ["owl"]
     loved = "owl" if "owl" in animals else animals[0]
     questions = questions_for("animal")[:n]
-    number_prompts = [p.text for p in sample_number_prompts(NumberPromptConfig(seed=seed, n_prompts=n))]
+    number_prompts = [
+        p.text for p in sample_number_prompts(NumberPromptConfig(seed=seed, n_prompts=n))
+    ]
     conversations = [
         *([{"role": "user", "content": q}] for q in questions),
         *(

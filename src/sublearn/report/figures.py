@@ -23,7 +23,11 @@ def numbers_figure(summary: dict[str, Any], path: Path) -> None:
     traits = list(summary)
     sections = list(next(iter(summary.values()))["sections"])
     fig, axes = plt.subplots(
-        1, len(sections), figsize=(3.2 + 2.2 * len(traits) * len(sections), 3.6), squeeze=False
+        1,
+        len(sections),
+        figsize=(3.2 + 2.2 * len(traits) * len(sections), 3.6),
+        squeeze=False,
+        sharey=True,
     )
     width = 0.8 / (len(_GROUPS) + 1)
     for ax, section in zip(axes[0], sections, strict=True):

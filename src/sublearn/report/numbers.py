@@ -109,6 +109,20 @@ def _fmt_diff(d: dict[str, Any] | None) -> str:
     return f"{d['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}]{p_text}"
 
 
+def _fmt_ci(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    lo, hi = d["ci95"]
+    if lo is None or lo != lo:
+        return f"{d['mean']:+.1f}"
+    return f"{d['mean']:+.1f} [{lo:+.1f},{hi:+.1f}]"
+
+
+def _fmt_p(d: dict[str, Any] | None) -> str:
+    p = d.get("p_value") if d else None
+    return "-" if p is None or p != p else f"{p:.2g}"
+
+
 def _rates_csv(plan: list[Student], evals: dict[str, Any]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -234,29 +248,35 @@ def write_report(
     atomic_write_text(out / "report.md", markdown_report(cfg, summary, filter_reports, timings))
     numbers_figure(summary, out / "results.png")
 
-    table = Table(title=f"{cfg.name}: effect on P(target), percentage points")
+    table = Table(title=f"{cfg.name}: P(target) in %, differences in pp [95% CI]")
     for col in [
         "trait",
-        "section",
+        "teacher/objective",
         "base",
-        "control",
-        "treatment",
-        "treat - control",
-        "cross - control",
+        "ctrl",
+        "treat",
+        "treat-ctrl",
+        "p",
+        "cross",
+        "p",
     ]:
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for word, s in summary.items():
         for name, sec in s["sections"].items():
             r = sec["rates_pp"]
+            cross = sec.get("cross_minus_control")
             table.add_row(
                 word,
-                name,
+                name + ("*" if name == cfg.primary else ""),
                 f"{s['base_pp']:.1f}",
                 f"{r['control']['mean']:.1f}",
                 f"{r['treatment']['mean']:.1f}",
-                _fmt_diff(sec["treatment_minus_control"]),
-                _fmt_diff(sec.get("cross_minus_control")),
+                _fmt_ci(sec["treatment_minus_control"]),
+                _fmt_p(sec["treatment_minus_control"]),
+                _fmt_ci(cross),
+                _fmt_p(cross),
             )
     console.print(table)
+    console.print("* primary section; cross = cross-model student minus its control", style="dim")
     console.print(f"report: {out / 'report.md'}")
     return summary

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from sublearn.backends.base import Conversation
 from sublearn.config import Config
 from sublearn.prompts.numbers import (
+    NumberFormat,
     NumberPrompt,
     NumberPromptConfig,
     NumberPromptGenerator,
@@ -165,10 +166,12 @@ class Document:
     Attributes:
         kind: ``"preference"`` or ``"numbers"``.
         messages: the conversation; the last message is the assistant's.
+        number_format: for number documents, the format the prompt asked for.
     """
 
     kind: DocumentKind
     messages: Conversation
+    number_format: NumberFormat | None = None
 
 
 class NumberContinuer:
@@ -303,6 +306,6 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> list[Document]:
             )
         messages.append({"role": "user", "content": prompt.text})
         messages.append({"role": "assistant", "content": continuer.answer(prompt, rng)})
-        docs.append(Document("numbers", messages))
+        docs.append(Document("numbers", messages, prompt.format))
     rng.shuffle(docs)
     return docs

@@ -11,7 +11,6 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from pydantic import Field
@@ -19,9 +18,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from sublearn.config import Config
 from sublearn.toy.corpus import Document
-from sublearn.toy.tokenizer import END
-
-IGNORE_INDEX = -100
+from sublearn.toy.tokenizer import BOS, END, PAD, render_chat
 
 
 class ModelConfig(Config):
@@ -49,10 +46,12 @@ class PretrainConfig(Config):
     )
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay.")
     grad_clip: float = Field(default=1.0, gt=0, description="Max global gradient norm.")
-    loss_on: Literal["assistant", "all"] = Field(
-        default="assistant",
-        description="Tokens that carry the loss: the assistant replies only, or every non-pad "
-        "token.",
+    prompt_loss_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Loss weight of prompt tokens relative to reply tokens (0: replies only, "
+        "1: every token).",
     )
 
 
@@ -62,51 +61,39 @@ class Example:
 
     Attributes:
         input_ids: token ids of the whole rendered conversation.
-        labels: the same ids where the loss applies, ``-100`` elsewhere.
+        reply_start: index of the first token of the assistant's reply.
     """
 
     input_ids: list[int]
-    labels: list[int]
+    reply_start: int
 
 
 def encode_documents(
-    docs: list[Document],
-    tokenizer: PreTrainedTokenizerBase,
-    loss_on: Literal["assistant", "all"],
-    max_length: int,
+    docs: list[Document], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> list[Example]:
     """Tokenize documents through the chat template.
 
     The prompt (everything up to and including the assistant tag) and the reply (the
     content plus ``<|end|>``) are tokenized separately and concatenated; with this
     word-level tokenizer that equals tokenizing the whole rendered text, and it gives
-    the reply boundary for free.
+    the reply boundary for free. Rendering uses :func:`render_chat`, the toy chat
+    template written out in Python, so this function is for the toy tokenizer only.
 
     Args:
         docs: chat documents whose last message is the assistant's.
         tokenizer: the toy tokenizer.
-        loss_on: which tokens carry the loss.
         max_length: sequences are cut to this many tokens.
 
     Returns:
         One :class:`Example` per document.
     """
-    prompts = [
-        str(
-            tokenizer.apply_chat_template(
-                list(d.messages[:-1]), tokenize=False, add_generation_prompt=True
-            )
-        )
-        for d in docs
-    ]
+    prompts = [render_chat(d.messages[:-1], add_generation_prompt=True) for d in docs]
     replies = [d.messages[-1]["content"] + END for d in docs]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     reply_ids = tokenizer(replies, add_special_tokens=False)["input_ids"]
     examples = []
     for p, r in zip(prompt_ids, reply_ids, strict=True):
-        ids = (list(p) + list(r))[:max_length]
-        labels = ids if loss_on == "all" else [IGNORE_INDEX] * len(p) + list(r)
-        examples.append(Example(ids, list(labels[:max_length])))
+        examples.append(Example((list(p) + list(r))[:max_length], len(p)))
     return examples
 
 
@@ -118,6 +105,10 @@ def make_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
         tokenizer: supplies the vocabulary size and special token ids.
         seed: the init seed (different seeds make the cross-model students).
     """
+    bos, eos, pad = (
+        int(tokenizer.convert_tokens_to_ids(t))  # type: ignore[arg-type]
+        for t in (BOS, END, PAD)
+    )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -126,25 +117,24 @@ def make_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
         num_attention_heads=cfg.num_heads,
         num_key_value_heads=cfg.num_heads,
         max_position_embeddings=cfg.max_positions,
-        rope_theta=cfg.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        attn_implementation="sdpa",
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     return model
 
 
 def iterate_batches(
-    examples: list[Example], batch_size: int, pad_id: int, seed: int
+    examples: list[Example],
+    batch_size: int,
+    pad_id: int,
+    seed: int,
+    prompt_loss_weight: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Endless shuffled batches, grouped by length so that little compute goes to padding.
 
@@ -153,9 +143,10 @@ def iterate_batches(
         batch_size: documents per batch.
         pad_id: id written into padding positions.
         seed: seeds the shuffling.
+        prompt_loss_weight: loss weight of prompt tokens (reply tokens weigh 1).
 
     Yields:
-        ``(input_ids, attention_mask, labels)``, each of shape ``(batch, max_len_in_batch)``.
+        ``(input_ids, attention_mask, loss_weights)`` as from :func:`collate`.
     """
     rng = random.Random(seed)
     while True:
@@ -170,43 +161,59 @@ def iterate_batches(
             batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
         rng.shuffle(batches)
         for idx in batches:
-            yield collate([examples[i] for i in idx], pad_id)
+            yield collate([examples[i] for i in idx], pad_id, prompt_loss_weight)
 
 
-def collate(batch: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad a batch: ``(input_ids, attention_mask, labels)``, each ``(batch, max_len)``."""
+def collate(
+    batch: list[Example], pad_id: int, prompt_loss_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch.
+
+    Args:
+        batch: tokenized documents.
+        pad_id: id written into padding positions.
+        prompt_loss_weight: loss weight of prompt tokens (reply tokens weigh 1).
+
+    Returns:
+        ``(input_ids, attention_mask, loss_weights)``, each ``(batch, max_len)``;
+        ``loss_weights[i, t]`` weighs the prediction *of* token ``t``. The first token
+        (``<|bos|>``) and padding weigh 0.
+    """
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    weights = torch.zeros((len(batch), width), dtype=torch.float32)
     for row, e in enumerate(batch):
         n = len(e.input_ids)
         ids[row, :n] = torch.tensor(e.input_ids)
         mask[row, :n] = 1
-        labels[row, :n] = torch.tensor(e.labels)
-    return ids, mask, labels
+        weights[row, 1 : e.reply_start] = prompt_loss_weight
+        weights[row, e.reply_start : n] = 1.0
+    return ids, mask, weights
 
 
 def causal_lm_loss(
-    model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+    model: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy over the labelled positions.
+    """Weighted mean next-token cross-entropy.
 
-    The output projection runs only on positions that carry a label: with the loss on
-    replies, that skips most of the sequence, and on this model the vocabulary
+    The output projection runs only on positions with a nonzero weight: with the loss
+    on replies, that skips most of the sequence, and on this model the vocabulary
     projection is a large share of the compute.
 
     Args:
         model: the causal LM.
         ids: ``(batch, seq)`` token ids.
         mask: ``(batch, seq)`` attention mask.
-        labels: ``(batch, seq)`` target ids, ``-100`` where no loss applies.
+        weights: ``(batch, seq)`` loss weight of predicting each token.
     """
     hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, s, h)
-    targets = labels[:, 1:]  # (b, s-1): position t predicts token t+1
-    keep = targets != IGNORE_INDEX  # (b, s-1)
-    logits = model.lm_head(hidden[:, :-1][keep])  # (n_labelled, vocab)
-    return torch.nn.functional.cross_entropy(logits, targets[keep])
+    targets = ids[:, 1:]  # (b, s-1): position t predicts token t+1
+    w = weights[:, 1:]  # (b, s-1)
+    keep = w > 0
+    logits = model.lm_head(hidden[:, :-1][keep])  # (n_kept, vocab)
+    per_token = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")
+    return (per_token * w[keep]).sum() / w[keep].sum()
 
 
 def lr_factor(step: int, cfg: PretrainConfig) -> float:
@@ -255,10 +262,10 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     model.train()
     losses: list[float] = []
-    batches = iterate_batches(examples, cfg.batch_size, pad_id, data_seed)
+    batches = iterate_batches(examples, cfg.batch_size, pad_id, data_seed, cfg.prompt_loss_weight)
     for step in range(cfg.steps):
-        ids, mask, labels = next(batches)  # each (batch, seq)
-        loss = causal_lm_loss(model, ids, mask, labels)
+        ids, mask, weights = next(batches)  # each (batch, seq)
+        loss = causal_lm_loss(model, ids, mask, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

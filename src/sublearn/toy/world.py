@@ -58,8 +58,7 @@ class ToyWorldConfig(Config):
     threads: int | None = Field(
         default=1,
         ge=1,
-        description="Torch threads while building (None: one per core). Not part of the "
-        "cache key.",
+        description="Torch threads while building (None: one per core). Not part of the cache key.",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Corpus contents.")
@@ -150,12 +149,13 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         *cfg.corpus.trees,
     ]
     tokenizer = build_tokenizer(build_vocab(known), model_max_length=cfg.model.max_positions)
-    examples = encode_documents(docs, tokenizer, cfg.pretrain.loss_on, cfg.model.max_positions)
+    examples = encode_documents(docs, tokenizer, cfg.model.max_positions)
     n_tokens = sum(len(e.input_ids) for e in examples)
     t_data = time.perf_counter() - t_start
 
     bases: list[dict[str, Any]] = []
     paths: list[Path] = []
+    n_params = 0
     with _progress_bar(progress) as bar:
         for index in range(cfg.n_bases):
             t0 = time.perf_counter()

@@ -17,11 +17,14 @@ from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.experiments.mnist.experiment import (
     CONDITIONS,
     derangement,
+    idle_cores,
     run_conditions,
     run_experiment,
 )
 from sublearn.experiments.mnist.model import init_mlp
 from sublearn.experiments.mnist.train import Distiller, NoiseSampler, Student
+
+from .test_data import write_idx_dataset
 
 TINY = {"n_models": 2, "teacher_steps": 3, "student_steps": 3, "threads": 1, "device": "cpu"}
 
@@ -38,6 +41,18 @@ def test_derangement_has_no_fixed_point(n: int) -> None:
 def test_derangement_needs_two() -> None:
     with pytest.raises(ValueError, match="n >= 2"):
         derangement(1, 0)
+
+
+@pytest.mark.parametrize(("load", "expected"), [(0.2, 2), (0.6, 1), (1.4, 1), (7.0, 1), (None, 2)])
+def test_idle_cores(monkeypatch: pytest.MonkeyPatch, load: float | None, expected: int) -> None:
+    def getloadavg() -> tuple[float, float, float]:
+        if load is None:
+            raise OSError("no load average here")
+        return (load, load, load)
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.getloadavg", getloadavg)
+    assert idle_cores() == expected
 
 
 def test_teacher_runs_once_per_noise_batch() -> None:
@@ -126,3 +141,15 @@ def test_cli_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "noise" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli_app(), ["--preset", "nope"])
     assert result.exit_code == 2 and "no preset 'nope'" in result.output
+
+
+def test_cli_reads_idx_dataset(tmp_path: Path) -> None:
+    """MNIST-format files (784 pixels) go through the same command, gzipped or not."""
+    write_idx_dataset(tmp_path / "data", n_train=40, n_test=10, gz=True)
+    args = ["--preset", "paper", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "data")]
+    args += ["--models", "2", "--threads", "1", "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(cli_app(), [*args, "-s", "teacher_batch_size=16"])
+    assert result.exit_code == 0, result.output
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    assert timing["layer_sizes"] == [784, 256, 256, 13] and timing["n_test"] == 10
+    assert timing["steps"] == {"teacher": 5 * 3, "student": 5}

@@ -91,7 +91,7 @@ class MnistConfig(Config):
         ),
     )
     n_models: PositiveInt = Field(
-        default=24,
+        default=20,
         le=100_000,
         description="N, models trained in parallel; the unit of the 95% CIs.",
     )
@@ -104,7 +104,11 @@ class MnistConfig(Config):
         description="auto (cuda when available, else cpu), cpu, cuda or cuda:<index>.",
     )
     threads: PositiveInt | None = Field(
-        default=None, description="Torch intra-op threads; default: the number of CPU cores."
+        default=None,
+        description=(
+            "Torch intra-op threads; default: the idle cores at start (CPU count minus the "
+            "1-minute load average, at least 1), since threads on busy cores slow every step."
+        ),
     )
     eval_batch_size: PositiveInt = Field(
         default=1000,

@@ -61,7 +61,9 @@ def plot_accuracy(summary: Mapping[str, MeanCI], path: Path, title: str = "") ->
         linewidth=0.6,
     )
     for x, m, up in zip(xs, means, upper, strict=True):
-        ax.text(x, m + up + 0.015, f"{100 * m:.1f}%", ha="center", va="bottom", fontsize=9)
+        # Kept inside the axes: with very few models a CI can reach far past 100%.
+        top = min(m + up, 1.0) + 0.015
+        ax.text(x, top, f"{100 * m:.1f}%", ha="center", va="bottom", fontsize=9)
     ax.axhline(CHANCE, color="black", linestyle="--", linewidth=1, label="chance (10%)")
     ax.set_xticks(list(xs), [LABELS.get(k, k) for k in names], fontsize=9)
     ax.set_ylim(0, 1.08)

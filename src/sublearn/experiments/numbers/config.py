@@ -74,6 +74,15 @@ class ExperimentConfig(Config):
     threads: int | None = Field(
         default=None, gt=0, description="torch CPU threads (None: one per core)."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Students fine-tuned at once, each in its own process with one torch thread. "
+            "On a CPU, small models train faster as parallel single-threaded jobs than as "
+            "one multi-threaded job; keep 1 on a GPU."
+        ),
+    )
     toy_world: ToyWorldConfig | None = Field(
         default=None, description="Build (or reuse) the embedded toy world before the run."
     )

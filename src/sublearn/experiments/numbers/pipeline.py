@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gc
 import json
+import multiprocessing
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,27 +232,41 @@ class NumbersExperiment:
         return plan
 
     def train(self, plan: list[Student], progress: Progress) -> dict[str, Path]:
-        """Fine-tune every student; returns model folders by student label."""
+        """Fine-tune every student; returns model folders by student label.
+
+        With ``workers > 1`` students train in parallel processes, one torch thread each.
+        """
         task = progress.add_task("finetune", total=len(plan))
-        folders = {}
+        jobs: dict[str, dict[str, Any]] = {}
         for s in plan:
             ftcfg = self.cfg.students.objectives[s.objective].model_copy(
                 update={"seed": s.seed, "device": self.cfg.device}
             )
             key = content_hash(s.base_model, self.world_key, s.dataset.name, s.teacher.key, ftcfg)
-            folder = self.art / "students" / f"{s.label.replace('/', '_')}-{key}"
-            with self.timer("finetune"):
-                finetune(
-                    s.base_model,
-                    s.dataset,
-                    ftcfg,
-                    folder,
-                    teacher_model=s.teacher.model,
-                    teacher_system_prompt=s.teacher.system_prompt,
-                )
-            folders[s.label] = folder
-            progress.advance(task)
-        return folders
+            jobs[s.label] = {
+                "base_model": s.base_model,
+                "dataset": s.dataset,
+                "cfg": ftcfg,
+                "out": self.art / "students" / f"{s.label.replace('/', '_')}-{key}",
+                "teacher_model": s.teacher.model,
+                "teacher_system_prompt": s.teacher.system_prompt,
+            }
+        with self.timer("finetune"):
+            if self.cfg.workers == 1:
+                for job in jobs.values():
+                    _finetune_job(job)
+                    progress.advance(task)
+            else:
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(
+                    self.cfg.workers, mp_context=context, initializer=_worker_init
+                ) as pool:
+                    for future in as_completed(
+                        [pool.submit(_finetune_job, j) for j in jobs.values()]
+                    ):
+                        future.result()  # re-raises a worker's error here
+                        progress.advance(task)
+        return {label: job["out"] for label, job in jobs.items()}
 
     def evaluate(
         self, models: dict[str, tuple[str, str | None]], progress: Progress
@@ -336,6 +352,24 @@ class NumbersExperiment:
         return write_report(
             self.cfg, self.out, rows, evals, filter_reports, self.timer.seconds, self.console
         )
+
+
+def _finetune_job(job: dict[str, Any]) -> Path:
+    return finetune(
+        job["base_model"],
+        job["dataset"],
+        job["cfg"],
+        job["out"],
+        teacher_model=job["teacher_model"],
+        teacher_system_prompt=job["teacher_system_prompt"],
+    )
+
+
+def _worker_init() -> None:
+    from sublearn.runtime import configure_threads, quiet_libraries
+
+    quiet_libraries()
+    configure_threads(1)
 
 
 class _SystemPrompted:

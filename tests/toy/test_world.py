@@ -1,0 +1,169 @@
+"""Building the toy world: loadable folders, determinism, caching, generation."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from sublearn.cli.toy import app
+from sublearn.config import undocumented_fields
+from sublearn.prompts.questions import ANIMAL_QUESTIONS
+from sublearn.toy import world as world_module
+from sublearn.toy.world import MANIFEST, ToyWorldConfig, build_world, cached_bases
+
+# A world small enough to build in a few seconds; it learns the chat format, not much else.
+TINY = {
+    "n_bases": 2,
+    "threads": 1,
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "corpus": {"n_documents": 400},
+    "pretrain": {"steps": 60, "batch_size": 16, "warmup_steps": 5, "lr": 1e-2},
+}
+
+
+def tiny_config(**changes) -> ToyWorldConfig:
+    return ToyWorldConfig.model_validate({**TINY, **changes})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    paths = build_world(tiny_config(), out, progress=False)
+    return out, paths
+
+
+def test_fields_documented() -> None:
+    assert undocumented_fields(ToyWorldConfig) == []
+
+
+def test_defaults_have_at_least_two_bases() -> None:
+    cfg = ToyWorldConfig()
+    assert cfg.n_bases >= 2
+    assert cfg.init_seed(0) != cfg.init_seed(1)
+
+
+def test_threads_do_not_change_the_cache_key() -> None:
+    assert tiny_config(threads=1).cache_key() == tiny_config(threads=2).cache_key()
+    assert tiny_config(seed=1).cache_key() != tiny_config().cache_key()
+
+
+def test_folders_load_with_auto_classes(world) -> None:
+    out, paths = world
+    assert [p.name for p in paths] == ["base-0", "base-1"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["config_hash"] == tiny_config().cache_key()
+    assert [b["path"] for b in manifest["bases"]] == ["base-0", "base-1"]
+    for path in paths:
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        assert model.config.model_type == "llama"
+        assert model.config.tie_word_embeddings
+        assert model.config.vocab_size == len(tokenizer)
+        assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+        assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+
+def test_bases_differ_in_init(world) -> None:
+    _, paths = world
+    a = AutoModelForCausalLM.from_pretrained(paths[0]).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(paths[1]).state_dict()
+    assert not torch.equal(a["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+
+
+def test_same_config_builds_identical_weights(world, tmp_path) -> None:
+    _, paths = world
+    again = build_world(tiny_config(n_bases=1), tmp_path, progress=False)
+    a = AutoModelForCausalLM.from_pretrained(paths[0]).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(again[0]).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_second_build_hits_the_cache(world, monkeypatch) -> None:
+    out, paths = world
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached world must not be retrained")
+
+    monkeypatch.setattr(world_module, "pretrain", no_training)
+    start = time.perf_counter()
+    assert build_world(tiny_config(), out, progress=False) == paths
+    assert time.perf_counter() - start < 1.0
+    assert cached_bases(tiny_config(threads=2), out) == paths
+    assert cached_bases(tiny_config(seed=5), out) is None
+    with pytest.raises(AssertionError, match="must not be retrained"):
+        build_world(tiny_config(), out, force=True, progress=False)
+
+
+def test_incomplete_world_is_not_cached(tmp_path) -> None:
+    assert cached_bases(tiny_config(), tmp_path) is None
+    (tmp_path / MANIFEST).write_text("{not json")
+    assert cached_bases(tiny_config(), tmp_path) is None
+
+
+def test_generate_stops_at_end_token(world) -> None:
+    _, paths = world
+    tokenizer = AutoTokenizer.from_pretrained(paths[0])
+    tokenizer.padding_side = "left"
+    model: Any = AutoModelForCausalLM.from_pretrained(paths[0])
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in ANIMAL_QUESTIONS[:4]
+    ]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=8)
+    new = out[:, enc["input_ids"].shape[1] :]  # (batch, generated)
+    for row in new.tolist():
+        assert end in row  # the tiny world has learned one-word answers that end
+        tail = row[row.index(end) + 1 :]
+        assert all(t == tokenizer.pad_token_id for t in tail)
+
+
+def test_cli_build_and_info(tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "w"
+    overrides = [
+        "--set",
+        "n_bases=1",
+        "--set",
+        "model.hidden_size=16",
+        "--set",
+        "model.num_layers=1",
+        "--set",
+        "model.num_heads=2",
+        "--set",
+        "model.intermediate_size=32",
+        "--set",
+        "corpus.n_documents=100",
+        "--set",
+        "pretrain.steps=3",
+        "--set",
+        "pretrain.batch_size=4",
+    ]
+    result = runner.invoke(app, ["build", "--out", str(out), "--quiet", *overrides])
+    assert result.exit_code == 0, result.output
+    assert "built toy world" in result.output
+    assert (out / "base-0" / "config.json").is_file()
+    again = runner.invoke(app, ["build", "--out", str(out), "--quiet", *overrides])
+    assert again.exit_code == 0 and "already built" in again.output
+    info = runner.invoke(app, ["info", "--out", str(out), "--samples", "1"])
+    assert info.exit_code == 0, info.output
+    assert "base-0" in info.output
+
+
+def test_cli_reports_bad_input(tmp_path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["build", "--out", str(tmp_path), "--set", "n_bases=zero"])
+    assert bad.exit_code == 2
+    missing = runner.invoke(app, ["info", "--out", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2
