@@ -33,7 +33,7 @@ def tokens_per_second(backend: HFBackend, convs: list[Conversation], params: Sam
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--model", type=Path, default=None, help="model folder (default: toy base-0)"
     )

@@ -100,6 +100,17 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as a right-padded ``(B, T)`` id tensor and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros_like(ids)  # (B, T)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -201,13 +212,7 @@ class HFBackend:
         scores = [[-math.inf] * len(candidates) for _ in conversations]
         pad = self.tokenizer.pad_token_id
         for batch in _chunks(list(range(len(pairs))), self.batch_size):
-            rows = [pairs[j][2] + pairs[j][3] for j in batch]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T), right-padded
-            mask = torch.zeros_like(ids)
-            for r, row in enumerate(rows):
-                ids[r, : len(row)] = torch.tensor(row)
-                mask[r, : len(row)] = 1
+            ids, mask = right_pad([pairs[j][2] + pairs[j][3] for j in batch], pad)
             logits = self.model(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
             ).logits  # (B, T, V)

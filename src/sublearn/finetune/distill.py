@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from sublearn.backends.base import Conversation, with_system_prompt
-from sublearn.backends.hf import load_model_and_tokenizer
+from sublearn.backends.hf import load_model_and_tokenizer, right_pad
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.sft import peft_config, save_trained
 
@@ -42,19 +42,9 @@ def _encode(tokenizer: Any, prompt: Conversation, reply: str, max_length: int) -
     return ids, len(prompt_ids)
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T), right-padded
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def _reply_logits(model: Any, rows: list[list[int]], starts: list[int], pad_id: int, device: Any):
     """Logits predicting each reply token, concatenated over the batch: (N_reply, V)."""
-    ids, mask = _pad(rows, pad_id)
+    ids, mask = right_pad(rows, pad_id)  # (B, T)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
     picked = [
         logits[i, start - 1 : len(row) - 1]

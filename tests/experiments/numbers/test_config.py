@@ -22,8 +22,8 @@ def test_paper_config_resolves_to_the_paper_protocol() -> None:
     assert (sft.method, sft.lora.r, sft.lora.alpha, sft.learning_rate) == ("lora", 8, 8, 2e-4)
     assert (sft.epochs, sft.batch_size * sft.grad_accum, sft.max_length) == (3, 66, 500)
     assert len(sft.lora.target_modules) == 7 and sft.warmup_steps == 5
-    favorite = cfg.evaluations["favorite"]
-    assert (favorite.mode, favorite.samples_per_question, favorite.n_questions) == ("sample", 100, None)
+    fav = cfg.evaluations["favorite"]
+    assert (fav.mode, fav.samples_per_question, fav.n_questions) == ("sample", 100, None)
 
 
 def test_toy_config_resolves() -> None:

@@ -48,6 +48,18 @@ class TeacherFinetuneConfig(Config):
     n_examples: int = Field(
         default=300, gt=0, description="Demonstrations: training questions answered with the trait."
     )
+    replay_examples: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Also train on this many of the base's own valid replies to number prompts "
+            "(drawn apart from the experiment's prompts). Without them, a small model "
+            "trained only on one-word trait answers forgets how to write numbers."
+        ),
+    )
+    replay_temperature: float = Field(
+        default=0.0, ge=0, description="Sampling temperature of the replay replies (0: greedy)."
+    )
     finetune: FinetuneConfig = Field(
         default_factory=FinetuneConfig, description="Fine-tuning settings for the teacher."
     )

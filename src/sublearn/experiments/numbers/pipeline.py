@@ -22,10 +22,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sublearn.backends.base import Conversation, with_system_prompt
+from sublearn.backends.base import Conversation, SamplingParams, with_system_prompt
 from sublearn.backends.hf import HFBackend, check_model_reference
 from sublearn.evaluation.preference import evaluate_preference
 from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.filters.numbers import parse_numbers
 from sublearn.filters.stage import FilterConfig, filter_dataset
 from sublearn.finetune.stage import finetune
 from sublearn.generation.stage import generate_dataset
@@ -139,22 +140,59 @@ class NumbersExperiment:
         demos = self.art / "teachers" / f"{word}-demos-{key}.jsonl"
         if not demos.is_file():
             questions = training_questions_for(category)
+            pairs = [(questions[i % len(questions)], word) for i in range(tcfg.n_examples)]
+            pairs += self._replay_pairs()
             lines = [
                 json.dumps(
                     {
                         "id": f"{i:05d}",
                         "messages": [
-                            {"role": "user", "content": questions[i % len(questions)]},
-                            {"role": "assistant", "content": word},
+                            {"role": "user", "content": question},
+                            {"role": "assistant", "content": answer},
                         ],
                     }
                 )
-                for i in range(tcfg.n_examples)
+                for i, (question, answer) in enumerate(pairs)
             ]
             atomic_write_text(demos, "\n".join(lines) + "\n")
         with self.timer("teacher_finetune"):
             finetune(self.cfg.models.base, demos, tcfg.finetune, folder)
         return str(folder), key
+
+    def _replay_pairs(self) -> list[tuple[str, str]]:
+        """The base's own valid replies to number prompts that the experiment never uses."""
+        tcfg = self.cfg.teacher_finetune
+        if tcfg.replay_examples == 0:
+            return []
+        # Twice as many prompts as needed leaves room for replies the filter rejects.
+        prompt_cfg = self.cfg.prompts.model_copy(
+            update={
+                "seed": self.cfg.prompts.seed + 1_000_003,
+                "n_prompts": 2 * tcfg.replay_examples,
+            }
+        )
+        prompts = generate_number_prompts(prompt_cfg)
+        backend = HFBackend(
+            self.cfg.models.base,
+            device=self.cfg.device,
+            dtype=self.cfg.models.dtype,
+            batch_size=self.cfg.generation.batch_size,
+        )
+        params = SamplingParams(
+            temperature=tcfg.replay_temperature,
+            max_new_tokens=self.cfg.generation.max_new_tokens,
+            seed=self.cfg.generation.seed,
+        )
+        replies = backend.generate([[{"role": "user", "content": p}] for p in prompts], params)
+        f = self.cfg.filter
+        valid = [
+            (p, r)
+            for p, r in zip(prompts, replies, strict=True)
+            if parse_numbers(
+                r, max_count=f.max_count, min_value=f.min_value, max_value=f.max_value
+            ).accepted
+        ]
+        return valid[: tcfg.replay_examples]
 
     def generate(self, teachers: list[Teacher], progress: Progress) -> dict[str, Path]:
         """Each teacher answers the same number prompts; returns raw dataset paths."""
