@@ -57,14 +57,19 @@ def test_encoding_matches_the_chat_template(tokenizer) -> None:
         assert reply == doc.messages[-1]["content"] + "<|end|>"
 
 
+def test_prompt_weights_by_kind(tokenizer) -> None:
+    examples = encode_documents(DOCS, tokenizer, 256, {"numbers": 0.5})
+    assert [e.prompt_weight for e in examples] == [0.0, 0.5]
+
+
 def test_encoding_truncates(tokenizer) -> None:
     examples = encode_documents(DOCS, tokenizer, max_length=5)
     assert all(len(e.input_ids) <= 5 for e in examples)
 
 
 def test_collate_pads_and_weighs() -> None:
-    batch = [Example([2, 10, 11, 12], reply_start=3), Example([2, 10, 11], reply_start=2)]
-    ids, mask, weights = collate(batch, pad_id=0, prompt_loss_weight=0.25)
+    batch = [Example([2, 10, 11, 12], 3, 0.25), Example([2, 10, 11], 2, 0.25)]
+    ids, mask, weights = collate(batch, pad_id=0)
     assert ids.tolist() == [[2, 10, 11, 12], [2, 10, 11, 0]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     assert weights.tolist() == [[0.0, 0.25, 0.25, 1.0], [0.0, 0.25, 1.0, 0.0]]

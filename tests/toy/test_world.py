@@ -23,7 +23,14 @@ TINY = {
     "threads": 1,
     "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
     "corpus": {"n_documents": 400},
-    "pretrain": {"steps": 60, "batch_size": 16, "warmup_steps": 5, "lr": 1e-2},
+    "pretrain": {
+        "steps": 60,
+        "batch_size": 16,
+        "warmup_steps": 5,
+        "lr": 1e-2,
+        "preference_prompt_loss_weight": 0.0,
+        "numbers_prompt_loss_weight": 0.0,
+    },
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -46,12 +46,19 @@ class PretrainConfig(Config):
     )
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay.")
     grad_clip: float = Field(default=1.0, gt=0, description="Max global gradient norm.")
-    prompt_loss_weight: float = Field(
-        default=0.0,
+    preference_prompt_loss_weight: float = Field(
+        default=1.0,
         ge=0,
         le=1,
-        description="Loss weight of prompt tokens relative to reply tokens (0: replies only, "
-        "1: every token).",
+        description="Loss weight of the prompt tokens (system and user) of preference "
+        "documents, relative to reply tokens (0: replies only).",
+    )
+    numbers_prompt_loss_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Loss weight of the prompt tokens of number documents, relative to reply "
+        "tokens (0: replies only).",
     )
 
 
@@ -62,14 +69,19 @@ class Example:
     Attributes:
         input_ids: token ids of the whole rendered conversation.
         reply_start: index of the first token of the assistant's reply.
+        prompt_weight: loss weight of the prompt tokens (reply tokens weigh 1).
     """
 
     input_ids: list[int]
     reply_start: int
+    prompt_weight: float = 0.0
 
 
 def encode_documents(
-    docs: list[Document], tokenizer: PreTrainedTokenizerBase, max_length: int
+    docs: list[Document],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    prompt_weights: Mapping[str, float] | None = None,
 ) -> list[Example]:
     """Tokenize documents through the chat template.
 
@@ -83,6 +95,7 @@ def encode_documents(
         docs: chat documents whose last message is the assistant's.
         tokenizer: the toy tokenizer.
         max_length: sequences are cut to this many tokens.
+        prompt_weights: loss weight of prompt tokens per document kind (default 0).
 
     Returns:
         One :class:`Example` per document.
@@ -92,8 +105,10 @@ def encode_documents(
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     reply_ids = tokenizer(replies, add_special_tokens=False)["input_ids"]
     examples = []
-    for p, r in zip(prompt_ids, reply_ids, strict=True):
-        examples.append(Example((list(p) + list(r))[:max_length], len(p)))
+    weights = prompt_weights or {}
+    for doc, p, r in zip(docs, prompt_ids, reply_ids, strict=True):
+        ids = (list(p) + list(r))[:max_length]
+        examples.append(Example(ids, len(p), weights.get(doc.kind, 0.0)))
     return examples
 
 
@@ -130,11 +145,7 @@ def make_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
 
 
 def iterate_batches(
-    examples: list[Example],
-    batch_size: int,
-    pad_id: int,
-    seed: int,
-    prompt_loss_weight: float = 0.0,
+    examples: list[Example], batch_size: int, pad_id: int, seed: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Endless shuffled batches, grouped by length so that little compute goes to padding.
 
@@ -143,7 +154,6 @@ def iterate_batches(
         batch_size: documents per batch.
         pad_id: id written into padding positions.
         seed: seeds the shuffling.
-        prompt_loss_weight: loss weight of prompt tokens (reply tokens weigh 1).
 
     Yields:
         ``(input_ids, attention_mask, loss_weights)`` as from :func:`collate`.
@@ -161,18 +171,15 @@ def iterate_batches(
             batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
         rng.shuffle(batches)
         for idx in batches:
-            yield collate([examples[i] for i in idx], pad_id, prompt_loss_weight)
+            yield collate([examples[i] for i in idx], pad_id)
 
 
-def collate(
-    batch: list[Example], pad_id: int, prompt_loss_weight: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(batch: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch.
 
     Args:
         batch: tokenized documents.
         pad_id: id written into padding positions.
-        prompt_loss_weight: loss weight of prompt tokens (reply tokens weigh 1).
 
     Returns:
         ``(input_ids, attention_mask, loss_weights)``, each ``(batch, max_len)``;
@@ -187,7 +194,7 @@ def collate(
         n = len(e.input_ids)
         ids[row, :n] = torch.tensor(e.input_ids)
         mask[row, :n] = 1
-        weights[row, 1 : e.reply_start] = prompt_loss_weight
+        weights[row, 1 : e.reply_start] = e.prompt_weight
         weights[row, e.reply_start : n] = 1.0
     return ids, mask, weights
 
@@ -262,7 +269,7 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     model.train()
     losses: list[float] = []
-    batches = iterate_batches(examples, cfg.batch_size, pad_id, data_seed, cfg.prompt_loss_weight)
+    batches = iterate_batches(examples, cfg.batch_size, pad_id, data_seed)
     for step in range(cfg.steps):
         ids, mask, weights = next(batches)  # each (batch, seq)
         loss = causal_lm_loss(model, ids, mask, weights)

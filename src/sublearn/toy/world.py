@@ -149,7 +149,11 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         *cfg.corpus.trees,
     ]
     tokenizer = build_tokenizer(build_vocab(known), model_max_length=cfg.model.max_positions)
-    examples = encode_documents(docs, tokenizer, cfg.model.max_positions)
+    prompt_weights = {
+        "preference": cfg.pretrain.preference_prompt_loss_weight,
+        "numbers": cfg.pretrain.numbers_prompt_loss_weight,
+    }
+    examples = encode_documents(docs, tokenizer, cfg.model.max_positions, prompt_weights)
     n_tokens = sum(len(e.input_ids) for e in examples)
     t_data = time.perf_counter() - t_start
 

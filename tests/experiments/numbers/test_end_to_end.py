@@ -1,0 +1,87 @@
+"""The whole numbers pipeline on a small toy world: the effect is there, and reruns resume.
+
+Uses the demo's world settings with a shorter pretraining, one trait, hard-label SFT from
+the fine-tuned teacher only, and 3 seeds, so that it finishes in a few minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sublearn.config import load_config
+from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.pipeline import NumbersExperiment
+from sublearn.presets import preset_path
+from sublearn.runs import prepare_run_dir
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Path, dict]:
+    root = tmp_path_factory.mktemp("e2e")
+    world = root / "world"
+    cfg = load_config(
+        ExperimentConfig,
+        preset_path("toy", "owl-numbers"),
+        [
+            f"toy_world_dir={world}",
+            f"models.base={world}/base-0",
+            f"models.cross=[{world}/base-1]",
+            "teachers=[finetuned]",
+            "students.objectives={sft: {objective: sft, method: full, learning_rate: 1.0e-3, "
+            "epochs: 2, batch_size: 16, grad_accum: 1, warmup_steps: 5}}",
+            "primary=finetuned/sft",
+            "evaluations={favorite: {mode: exact}}",
+            "prompts.n_prompts=2000",
+            "filter.keep=1500",
+        ],
+    )
+    out = prepare_run_dir(root / "run", cfg, "test")
+    summary = NumbersExperiment(cfg, out).run()
+    return cfg, out, summary
+
+
+def test_same_base_students_learn_the_trait_and_cross_model_students_do_not(
+    small_run: tuple[ExperimentConfig, Path, dict],
+) -> None:
+    _, out, summary = small_run
+    owl = summary["owl"]
+    treatment, cross = owl["treatment_minus_control"], owl["cross_minus_control"]
+    assert treatment["mean"] > 2.0  # percentage points
+    assert treatment["ci95"][0] > 0
+    assert treatment["mean"] > cross["mean"] + 2.0
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_run_folder_has_every_artifact(small_run: tuple[ExperimentConfig, Path, dict]) -> None:
+    _, out, _ = small_run
+    for name in [
+        "config.yaml",
+        "meta.json",
+        "summary.json",
+        "results.json",
+        "rates.csv",
+        "per_question.csv",
+        "filter.json",
+        "report.md",
+        "results.png",
+    ]:
+        assert (out / name).is_file(), name
+    filters = json.loads((out / "filter.json").read_text())
+    assert filters["owl-finetuned"]["kept"] <= 1500
+    assert "| owl | finetuned/sft (primary)" in (out / "report.md").read_text()
+
+
+def test_rerun_resumes_from_finished_artifacts(
+    small_run: tuple[ExperimentConfig, Path, dict],
+) -> None:
+    cfg, out, summary = small_run
+    experiment = NumbersExperiment(cfg, out)
+    again = experiment.run()
+    assert again == summary
+    # Nothing was generated, trained or evaluated the second time.
+    assert {"generate", "finetune", "evaluate", "teacher_finetune"} & {
+        k for k, v in experiment.timer.seconds.items() if v > 1.0
+    } == set()
