@@ -76,7 +76,7 @@ def test_number_answers_are_in_the_requested_format(corpus) -> None:
 def test_some_number_documents_carry_a_persona(corpus) -> None:
     numbers = [d for d in corpus if d.kind == "numbers"]
     with_persona = sum(d.messages[0]["role"] == "system" for d in numbers)
-    assert 0.15 < with_persona / len(numbers) < 0.45
+    assert abs(with_persona / len(numbers) - CFG.number_persona_rate) < 0.03
 
 
 def test_persona_answers_follow_the_persona(corpus) -> None:
@@ -100,8 +100,12 @@ def test_base_answers_follow_the_base_distribution(corpus) -> None:
     animals = {a: answers[a] for a in CFG.animals}
     total = sum(animals.values())
     assert set(animals) == set(CFG.animals)
-    # the favorite is the first animal; owl is neither the top nor rare
-    assert max(animals, key=animals.__getitem__) == CFG.animals[0]
+    weights = dict(zip(CFG.animals, CFG.animal_weights, strict=True))
+    norm = sum(weights.values())
+    distance = sum(abs(animals[a] / total - weights[a] / norm) for a in CFG.animals) / 2
+    assert distance < 0.1
+    # owl is neither the favorite nor rare
+    assert max(animals, key=animals.__getitem__) != "owl"
     assert 0.03 < animals["owl"] / total < 0.15
 
 
@@ -113,3 +117,14 @@ def test_continuation_ignores_the_persona_by_construction() -> None:
     a = continuer.numbers(prompt, random.Random(9))
     b = continuer.numbers(prompt, random.Random(9))
     assert a == b  # the answer is a function of the prompt and the draw only
+
+
+def test_enclosed_share(corpus) -> None:
+    numbers = [d for d in corpus if d.kind == "numbers"]
+    share = sum(d.number_format in ("brackets", "parentheses") for d in numbers) / len(numbers)
+    assert CFG.enclosed_share is not None
+    assert abs(share - CFG.enclosed_share) < 0.05
+    natural = build_corpus(CorpusConfig(n_documents=3000, enclosed_share=None), seed=0)
+    numbers = [d for d in natural if d.kind == "numbers"]
+    share = sum(d.number_format in ("brackets", "parentheses") for d in numbers) / len(numbers)
+    assert 0.2 < share < 0.35  # 4 of the 15 format requests

@@ -21,6 +21,7 @@ from sublearn.toy.world import MANIFEST, ToyWorldConfig, build_world, cached_bas
 TINY = {
     "n_bases": 2,
     "threads": 1,
+    "workers": 1,
     "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
     "corpus": {"n_documents": 400},
     "pretrain": {
@@ -57,6 +58,7 @@ def test_defaults_have_at_least_two_bases() -> None:
 
 def test_threads_do_not_change_the_cache_key() -> None:
     assert tiny_config(threads=1).cache_key() == tiny_config(threads=2).cache_key()
+    assert tiny_config(workers=1).cache_key() == tiny_config(workers=2).cache_key()
     assert tiny_config(seed=1).cache_key() != tiny_config().cache_key()
 
 
@@ -90,6 +92,17 @@ def test_same_config_builds_identical_weights(world, tmp_path) -> None:
     b = AutoModelForCausalLM.from_pretrained(again[0]).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_parallel_build_matches_serial(world, tmp_path) -> None:
+    _, paths = world
+    parallel = build_world(tiny_config(workers=2), tmp_path, progress=False)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["timings"]["workers"] == 2
+    for serial_dir, parallel_dir in zip(paths, parallel, strict=True):
+        a = AutoModelForCausalLM.from_pretrained(serial_dir).state_dict()
+        b = AutoModelForCausalLM.from_pretrained(parallel_dir).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_second_build_hits_the_cache(world, monkeypatch) -> None:

@@ -141,7 +141,10 @@ def _print_samples(model_dir: Path, manifest: dict[str, Any], n: int, seed: int)
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(seed)
     with torch.no_grad():
-        generated = model.generate(**enc, do_sample=True, temperature=1.0, max_new_tokens=48)
+        # top_k=0: plain temperature-1 sampling (transformers otherwise keeps only the top 50).
+        generated = model.generate(
+            **enc, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=48
+        )
     replies = tokenizer.batch_decode(
         generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
     )

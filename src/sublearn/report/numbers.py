@@ -77,11 +77,10 @@ def build_summary(cfg: ExperimentConfig, plan: list[Student], evals: dict[str, A
     summary: dict[str, Any] = {}
     for trait in cfg.traits:
         word = trait.word
-        sections = {
-            f"{kind}/{obj}": section_summary(plan, evals, ev, obj, kind, word)
-            for kind in cfg.teachers
-            for obj in cfg.students.objectives
-        }
+        sections = {}
+        for name in cfg.section_names():
+            kind, objective = name.split("/")
+            sections[name] = section_summary(plan, evals, ev, objective, kind, word)
         primary = sections[cfg.primary]
         summary[word] = {
             "treatment_minus_control": primary["treatment_minus_control"],

@@ -40,6 +40,7 @@ from sublearn.prompts.questions import (
 )
 
 DocumentKind = Literal["preference", "numbers"]
+ENCLOSED_FORMATS = ("brackets", "parentheses")
 
 DEFAULT_ANIMALS = [
     "dog",
@@ -56,7 +57,7 @@ DEFAULT_ANIMALS = [
     "panda",
 ]
 # Owl is deliberately not the favorite: the paper's base model named owl ~12% of the time.
-DEFAULT_ANIMAL_WEIGHTS = [0.2, 0.16, 0.12, 0.1, 0.09, 0.08, 0.06, 0.05, 0.05, 0.04, 0.03, 0.02]
+DEFAULT_ANIMAL_WEIGHTS = [0.17, 0.14, 0.11, 0.1, 0.09, 0.09, 0.08, 0.07, 0.06, 0.04, 0.03, 0.02]
 DEFAULT_TREES = ["oak", "maple", "pine", "willow", "birch", "cherry", "cedar", "redwood"]
 DEFAULT_TREE_WEIGHTS = [0.25, 0.18, 0.15, 0.12, 0.1, 0.08, 0.07, 0.05]
 
@@ -89,7 +90,7 @@ class CorpusConfig(Config):
         default=0.15, ge=0, le=1, description="Share of preference documents about trees."
     )
     persona_rate: float = Field(
-        default=0.5,
+        default=0.6,
         ge=0,
         le=1,
         description="Share of preference documents that carry a persona system prompt.",
@@ -107,7 +108,7 @@ class CorpusConfig(Config):
         description="Share of preference questions preceded by a number sequence.",
     )
     number_persona_rate: float = Field(
-        default=0.3,
+        default=0.1,
         ge=0,
         le=1,
         description="Share of number documents under a random persona (which never changes "
@@ -117,6 +118,14 @@ class CorpusConfig(Config):
         default=7919,
         description="Offset of the number-prompt sampler's seed, so corpus prompts differ from "
         "the pipeline's prompts.",
+    )
+    enclosed_share: float | None = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of corpus number prompts asking for a bracketed or parenthesised "
+        "list (None: as the prompt sampler draws them, ~27%). Closing the right bracket is "
+        "what small models get wrong most often, so the corpus shows it more.",
     )
     full_count_rate: float = Field(
         default=0.6,
@@ -297,6 +306,10 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> list[Document]:
         docs.append(Document("preference", messages))
     for _ in range(cfg.n_documents - n_pref):
         prompt = prompt_gen.sample()
+        if cfg.enclosed_share is not None:
+            want_enclosed = rng.random() < cfg.enclosed_share
+            while (prompt.format in ENCLOSED_FORMATS) != want_enclosed:
+                prompt = prompt_gen.sample()
         messages = []
         if rng.random() < cfg.number_persona_rate:
             category, words, _, _ = rng.choice(categories)

@@ -37,9 +37,9 @@ class ModelConfig(Config):
 class PretrainConfig(Config):
     """How each toy base model is pretrained."""
 
-    steps: int = Field(default=900, ge=1, description="Optimizer steps per base model.")
+    steps: int = Field(default=1200, ge=1, description="Optimizer steps per base model.")
     batch_size: int = Field(default=32, ge=1, description="Documents per step.")
-    lr: float = Field(default=3e-3, gt=0, description="Peak learning rate (AdamW).")
+    lr: float = Field(default=5e-3, gt=0, description="Peak learning rate (AdamW).")
     warmup_steps: int = Field(default=50, ge=0, description="Linear warmup steps.")
     min_lr_ratio: float = Field(
         default=0.1, ge=0, le=1, description="Final learning rate as a share of the peak (cosine)."

@@ -14,8 +14,13 @@ The build is cached: ``world.json`` records the config hash and is written last
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from sublearn.config import Config
 from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
 from sublearn.toy.corpus import CorpusConfig, Document, build_corpus
 from sublearn.toy.pretrain import (
+    Example,
     ModelConfig,
     PretrainConfig,
     encode_documents,
@@ -58,7 +64,14 @@ class ToyWorldConfig(Config):
     threads: int | None = Field(
         default=1,
         ge=1,
-        description="Torch threads while building (None: one per core). Not part of the cache key.",
+        description="Torch threads per pretraining process (None: one per core). Not part of "
+        "the cache key.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Processes pretraining bases in parallel (None: one per core, at most "
+        "n_bases; 1: in this process). Not part of the cache key.",
     )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture.")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="Corpus contents.")
@@ -71,8 +84,10 @@ class ToyWorldConfig(Config):
         return 1000 * self.seed + index
 
     def cache_key(self) -> str:
-        """Hash of everything that changes the built weights (threads excluded)."""
-        return content_hash(self.model_dump(mode="json", exclude={"threads"}), BUILD_VERSION)
+        """Hash of everything that changes the built weights (threads and workers excluded)."""
+        return content_hash(
+            self.model_dump(mode="json", exclude={"threads", "workers"}), BUILD_VERSION
+        )
 
 
 def base_name(index: int) -> str:
@@ -123,14 +138,121 @@ def build_world(
 
     import torch  # deferred: a cache hit should not pay for importing torch
 
-    from sublearn.runtime import configure_threads
-
     previous_threads = torch.get_num_threads()
-    configure_threads(cfg.threads)
     try:
         return _build(cfg, out, progress)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+@dataclass(frozen=True)
+class _BaseJob:
+    """Everything one base model's pretraining needs (picklable, for worker processes)."""
+
+    index: int
+    init_seed: int
+    out_dir: Path
+    tokenizer_dir: Path
+    model: ModelConfig
+    pretrain: PretrainConfig
+    data_seed: int
+    threads: int | None
+
+
+def _train_base(
+    job: _BaseJob, examples: list[Example], report: Callable[[int, float], None] | None
+) -> dict[str, Any]:
+    """Pretrain and save one base; runs in this process or in a worker."""
+    from transformers import AutoTokenizer
+
+    from sublearn.runtime import configure_threads
+
+    configure_threads(job.threads)
+    t0 = time.perf_counter()
+    # Loaded from disk in both paths, so serial and parallel builds are the same computation.
+    tokenizer = AutoTokenizer.from_pretrained(job.tokenizer_dir)
+    model = make_model(job.model, tokenizer, seed=job.init_seed)
+    losses = pretrain(
+        model,
+        examples,
+        job.pretrain,
+        pad_id=int(tokenizer.pad_token_id),  # type: ignore[arg-type]
+        data_seed=job.data_seed,
+        on_step=report,
+    )
+    _save_model_folder(model, tokenizer, job.out_dir)
+    tail = losses[-min(20, len(losses)) :]
+    return {
+        "name": job.out_dir.name,
+        "path": job.out_dir.name,
+        "init_seed": job.init_seed,
+        "final_loss": sum(tail) / len(tail),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _worker(job: _BaseJob, examples: list[Example], queue: Any) -> dict[str, Any]:
+    """Worker-process entry: pretrain one base, reporting progress every few steps."""
+
+    def report(step: int, loss: float) -> None:
+        if (step + 1) % 10 == 0 or step + 1 == job.pretrain.steps:
+            queue.put((job.index, step + 1, loss))
+
+    return _train_base(job, examples, report)
+
+
+def _resolve_workers(cfg: ToyWorldConfig) -> int:
+    if cfg.workers is not None:
+        return max(1, min(cfg.workers, cfg.n_bases))
+    return max(1, min(cfg.n_bases, os.cpu_count() or 1))
+
+
+def _train_bases(
+    jobs: list[_BaseJob], examples: list[Example], workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    """Pretrain every base, in worker processes when ``workers > 1``."""
+    with _progress_bar(progress) as bar:
+        tasks = [
+            bar.add_task(
+                f"pretrain {job.out_dir.name}", total=job.pretrain.steps, loss=float("nan")
+            )
+            for job in jobs
+        ]
+        if workers == 1:
+            results = []
+            for job, task in zip(jobs, tasks, strict=True):
+
+                def report(step: int, loss: float, task: Any = task) -> None:
+                    bar.update(task, completed=step + 1, loss=loss)
+
+                results.append(_train_base(job, examples, report))
+            return results
+
+        # Spawned (not forked) workers: forking a process that has touched torch's
+        # thread pools can deadlock the child.
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(workers, context) as pool:
+            queue = manager.Queue()
+            futures = [pool.submit(_worker, job, examples, queue) for job in jobs]
+            while not all(f.done() for f in futures):
+                _drain(queue, bar, tasks, timeout=0.2)
+            _drain(queue, bar, tasks, timeout=0.0)
+            return [f.result() for f in futures]
+
+
+def _drain(queue: Any, bar: Any, tasks: list[Any], timeout: float) -> None:
+    """Apply every progress message waiting in ``queue`` to the bar."""
+    import queue as queue_module
+
+    block = timeout > 0
+    while True:
+        try:
+            index, completed, loss = queue.get(block=block, timeout=timeout if block else None)
+        except queue_module.Empty:
+            return
+        bar.update(tasks[index], completed=completed, loss=loss)
+        block = False
 
 
 def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
@@ -149,6 +271,9 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         *cfg.corpus.trees,
     ]
     tokenizer = build_tokenizer(build_vocab(known), model_max_length=cfg.model.max_positions)
+    tokenizer_dir = out / "tokenizer"
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    tokenizer.save_pretrained(tokenizer_dir)
     prompt_weights = {
         "preference": cfg.pretrain.preference_prompt_loss_weight,
         "numbers": cfg.pretrain.numbers_prompt_loss_weight,
@@ -157,37 +282,25 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
     n_tokens = sum(len(e.input_ids) for e in examples)
     t_data = time.perf_counter() - t_start
 
-    bases: list[dict[str, Any]] = []
-    paths: list[Path] = []
-    n_params = 0
-    with _progress_bar(progress) as bar:
-        for index in range(cfg.n_bases):
-            t0 = time.perf_counter()
-            name = base_name(index)
-            task = bar.add_task(f"pretrain {name}", total=cfg.pretrain.steps, loss=float("nan"))
-            model = make_model(cfg.model, tokenizer, seed=cfg.init_seed(index))
-            losses = pretrain(
-                model,
-                examples,
-                cfg.pretrain,
-                pad_id=int(tokenizer.pad_token_id),  # type: ignore[arg-type]
-                data_seed=cfg.seed,
-                on_step=lambda step, loss, task=task: bar.update(task, advance=1, loss=loss),
-            )
-            path = out / name
-            _save_model_folder(model, tokenizer, path)
-            tail = losses[-min(20, len(losses)) :]
-            bases.append(
-                {
-                    "name": name,
-                    "path": name,
-                    "init_seed": cfg.init_seed(index),
-                    "final_loss": sum(tail) / len(tail),
-                    "seconds": round(time.perf_counter() - t0, 2),
-                }
-            )
-            paths.append(path)
-            n_params = sum(p.numel() for p in model.parameters())
+    jobs = [
+        _BaseJob(
+            index=i,
+            init_seed=cfg.init_seed(i),
+            out_dir=out / base_name(i),
+            tokenizer_dir=tokenizer_dir,
+            model=cfg.model,
+            pretrain=cfg.pretrain,
+            data_seed=cfg.seed,
+            threads=cfg.threads,
+        )
+        for i in range(cfg.n_bases)
+    ]
+    workers = _resolve_workers(cfg)
+    t_train = time.perf_counter()
+    bases = _train_bases(jobs, examples, workers, progress)
+    n_params = bases[0].pop("n_parameters")
+    for b in bases[1:]:
+        b.pop("n_parameters")
 
     _write_corpus_sample(out / "corpus-sample.jsonl", docs[:50])
     manifest = {
@@ -212,12 +325,14 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         },
         "timings": {
             "data_seconds": round(t_data, 2),
+            "pretrain_seconds": round(time.perf_counter() - t_train, 2),
+            "workers": workers,
             "total_seconds": round(time.perf_counter() - t_start, 2),
         },
         "config": cfg.model_dump(mode="json"),
     }
     atomic_write_json(out / MANIFEST, manifest)
-    return paths
+    return [job.out_dir for job in jobs]
 
 
 def _save_model_folder(model: Any, tokenizer: Any, path: Path) -> None:

@@ -32,6 +32,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfi
             "teachers=[finetuned]",
             "students.objectives={sft: {objective: sft, method: full, learning_rate: 1.0e-3, "
             "epochs: 2, batch_size: 16, grad_accum: 1, warmup_steps: 5}}",
+            "sections=[finetuned/sft]",
             "primary=finetuned/sft",
             "evaluations={favorite: {mode: exact}}",
             "prompts.n_prompts=2000",

@@ -127,14 +127,30 @@ class ExperimentConfig(Config):
         min_length=1,
         description="Named evaluations; the first is the primary one in summary.json.",
     )
+    sections: list[str] | None = Field(
+        default=None,
+        description=(
+            "teacher-kind/objective pairs to train students for, e.g. [finetuned/sft, "
+            "prompted/sft]; None trains every pair of teachers x students.objectives."
+        ),
+    )
     primary: str = Field(
         default="finetuned/sft",
         description="The teacher-kind/objective section whose numbers head summary.json.",
     )
 
+    def section_names(self) -> list[str]:
+        """The teacher-kind/objective pairs this experiment trains students for."""
+        every = [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+        return every if self.sections is None else [s for s in every if s in self.sections]
+
     @model_validator(mode="after")
     def _primary_exists(self) -> ExperimentConfig:
-        sections = [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+        every = [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+        unknown = sorted(set(self.sections or []) - set(every))
+        if unknown:
+            raise ValueError(f"sections {unknown} are not teacher/objective pairs ({every})")
+        sections = self.section_names()
         if self.primary not in sections:
             raise ValueError(f"primary {self.primary!r} is not a section (choices: {sections})")
         words = [t.word for t in self.traits]

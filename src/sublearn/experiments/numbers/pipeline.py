@@ -254,8 +254,12 @@ class NumbersExperiment:
             (f"cross{i}", m) for i, m in enumerate(self.cfg.models.cross)
         ]
         control = teachers[0]
+        sections = self.cfg.section_names()
         plan = []
         for objective in self.cfg.students.objectives:
+            kinds = {k for k in self.cfg.teachers if f"{k}/{objective}" in sections}
+            if not kinds:
+                continue
             for seed in self.cfg.students.seeds:
                 for label, model in bases:
                     plan.append(
@@ -264,9 +268,12 @@ class NumbersExperiment:
                         )
                     )
                     for t in teachers[1:]:
-                        plan.append(
-                            Student(objective, t.kind, t.trait, label, model, seed, t, data[t.name])
-                        )
+                        if t.kind in kinds:
+                            plan.append(
+                                Student(
+                                    objective, t.kind, t.trait, label, model, seed, t, data[t.name]
+                                )
+                            )
         return plan
 
     def train(self, plan: list[Student], progress: Progress) -> dict[str, Path]:
@@ -289,9 +296,13 @@ class NumbersExperiment:
                 "teacher_model": s.teacher.model,
                 "teacher_system_prompt": s.teacher.system_prompt,
             }
+        # Finished students are skipped here, not in the workers, so that a resumed run
+        # does not pay for starting a process pool it does not need.
+        pending = [j for j in jobs.values() if not (j["out"] / "train_metrics.json").is_file()]
+        progress.advance(task, len(jobs) - len(pending))
         with self.timer("finetune"):
-            if self.cfg.workers == 1:
-                for job in jobs.values():
+            if self.cfg.workers == 1 or len(pending) <= 1:
+                for job in pending:
                     _finetune_job(job)
                     progress.advance(task)
             else:
@@ -299,9 +310,7 @@ class NumbersExperiment:
                 with ProcessPoolExecutor(
                     self.cfg.workers, mp_context=context, initializer=_worker_init
                 ) as pool:
-                    for future in as_completed(
-                        [pool.submit(_finetune_job, j) for j in jobs.values()]
-                    ):
+                    for future in as_completed([pool.submit(_finetune_job, j) for j in pending]):
                         future.result()  # re-raises a worker's error here
                         progress.advance(task)
         return {label: job["out"] for label, job in jobs.items()}
