@@ -6,7 +6,7 @@ tokens per second, and the ratio batched / sequential is printed.
 
     python benchmarks/generation_throughput.py [--model DIR] [--threads N]
 
-Without ``--model``, the embedded toy world's first base is used (built if missing).
+Without ``--model``, the demo's toy world's first base is used (built if missing).
 """
 
 from __future__ import annotations
@@ -48,9 +48,15 @@ def main() -> None:
     threads = configure_threads(args.threads)
     model = args.model
     if model is None:
-        from sublearn.toy.world import ToyWorldConfig, build_world
+        from sublearn.config import load_config
+        from sublearn.experiments.numbers.config import ExperimentConfig
+        from sublearn.presets import preset_path
+        from sublearn.toy.world import build_world
 
-        model = build_world(ToyWorldConfig(), Path(".cache/toy-world"))[0]
+        # The demo's world, so that the benchmark shares its cache instead of rebuilding it.
+        demo = load_config(ExperimentConfig, preset_path("toy", "owl-numbers"))
+        assert demo.toy_world is not None
+        model = build_world(demo.toy_world, Path(demo.toy_world_dir))[0]
     texts = generate_number_prompts(NumberPromptConfig(n_prompts=args.prompts, seed=123))
     convs: list[Conversation] = [[{"role": "user", "content": t}] for t in texts]
     params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
