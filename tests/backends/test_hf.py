@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,7 +10,12 @@ import pytest
 import torch
 
 from sublearn.backends.base import Backend, Conversation, SamplingParams
-from sublearn.backends.hf import HFBackend, ModelNotFoundError, check_model_reference
+from sublearn.backends.hf import (
+    HFBackend,
+    ModelNotFoundError,
+    _GumbelMax,
+    check_model_reference,
+)
 
 Q: Conversation = [{"role": "user", "content": "name your favorite animal"}]
 
@@ -43,6 +49,27 @@ def test_generation_is_seeded_and_batch_independent(micro_model: Path) -> None:
     assert len(first) == 4
     greedy = backend.generate(convs, SamplingParams(temperature=0, max_new_tokens=6))
     assert greedy[0] == greedy[1] == greedy[2]
+
+
+def test_gumbel_max_draws_from_the_softmax() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -math.inf])
+    n = 40_000
+    picks = _GumbelMax(torch.Generator().manual_seed(0))(
+        torch.zeros(n, 1, dtype=torch.long), logits.repeat(n, 1)
+    ).argmax(-1)
+    freq = torch.bincount(picks, minlength=5) / n
+    assert freq[4] == 0  # masked by top-p: never drawn
+    # Standard errors are at most 0.0024; 0.01 is over four of them.
+    assert torch.allclose(freq, logits.softmax(-1), atol=0.01)
+
+
+def test_one_batch_holds_different_draws_that_follow_the_seed(micro_model: Path) -> None:
+    backend = HFBackend(micro_model, device="cpu", batch_size=8)
+    convs: list[Conversation] = [Q] * 8
+    hot = SamplingParams(temperature=5.0, max_new_tokens=6, seed=0)
+    samples = backend.generate(convs, hot)
+    assert len(set(samples)) > 1  # one batch, eight different draws
+    assert samples != backend.generate(convs, dataclasses.replace(hot, seed=1))
 
 
 def test_score_equals_manual_log_probability(micro_model: Path) -> None:

@@ -76,6 +76,15 @@ def test_counts_per_reason(dataset: Path, tmp_path: Path) -> None:
     assert json.loads(out.read_text().splitlines()[0])["source"] == "teacher"
 
 
+def test_trait_mentions_are_counted_whatever_drops_them(tmp_path: Path) -> None:
+    replies = ["Owl.", "owls, 1, 2", "1, 2, 3", "4, 5", "I love my owl"]
+    data = write_jsonl(tmp_path / "raw.jsonl", [record(str(i), r) for i, r in enumerate(replies)])
+    report = filter_dataset(data, tmp_path / "out.jsonl", FilterConfig(leakage_words=["owl"]))
+    assert report.trait_mentions == 3
+    assert report.rejected["invalid_format"] == 3 and report.accepted == 2
+    assert "owl" not in (tmp_path / "out.jsonl").read_text().lower()
+
+
 def test_report_is_written_beside_the_output(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "filtered.jsonl"
     report = filter_dataset(dataset, out, FilterConfig())

@@ -17,7 +17,7 @@ from sublearn.prompts.numbers import (
     OPENINGS,
     NumberPromptConfig,
     generate_number_prompts,
-    parse_numbers,
+    parse_rendered_numbers,
     render_numbers,
     sample_number_prompts,
 )
@@ -89,7 +89,7 @@ def test_phrase_inventory_has_the_reference_variety() -> None:
 def test_render_parse_round_trip(fmt) -> None:
     for numbers in ([5], [0, 999, 42], list(range(100, 110))):
         text = render_numbers(numbers, fmt)
-        assert parse_numbers(text, fmt) == numbers
+        assert parse_rendered_numbers(text, fmt) == numbers
 
 
 def test_render_examples() -> None:
@@ -102,11 +102,11 @@ def test_render_examples() -> None:
 
 
 def test_parse_rejects_other_formats() -> None:
-    assert parse_numbers("1, 2, 3", "space") is None
-    assert parse_numbers("[1, 2, 3", "brackets") is None
-    assert parse_numbers("1, two", "comma") is None
-    assert parse_numbers("", "comma") is None
-    assert parse_numbers("()", "parentheses") is None
+    assert parse_rendered_numbers("1, 2, 3", "space") is None
+    assert parse_rendered_numbers("[1, 2, 3", "brackets") is None
+    assert parse_rendered_numbers("1, two", "comma") is None
+    assert parse_rendered_numbers("", "comma") is None
+    assert parse_rendered_numbers("()", "parentheses") is None
 
 
 def test_render_rejects_unknown_format() -> None:

@@ -8,7 +8,11 @@ import re
 import pytest
 
 from sublearn.config import ConfigError, load_config, undocumented_fields
-from sublearn.prompts.numbers import NumberPromptConfig, NumberPromptGenerator, parse_numbers
+from sublearn.prompts.numbers import (
+    NumberPromptConfig,
+    NumberPromptGenerator,
+    parse_rendered_numbers,
+)
 from sublearn.prompts.persona import preference_system_prompt
 from sublearn.toy.corpus import CorpusConfig, NumberContinuer, build_corpus
 
@@ -67,7 +71,7 @@ def test_number_answers_are_in_the_requested_format(corpus) -> None:
     for doc in numbers:
         answer = doc.messages[-1]["content"]
         assert doc.number_format is not None
-        parsed = parse_numbers(answer, doc.number_format)
+        parsed = parse_rendered_numbers(answer, doc.number_format)
         assert parsed is not None, answer
         assert 1 <= len(parsed) <= 10 and max(parsed) <= 999
         assert paper_valid(answer), answer

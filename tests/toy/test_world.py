@@ -23,9 +23,9 @@ TINY = {
     "threads": 1,
     "workers": 1,
     "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-    "corpus": {"n_documents": 400},
+    "corpus": {"n_documents": 400, "preference_share": 0.8},
     "pretrain": {
-        "steps": 60,
+        "steps": 80,
         "batch_size": 16,
         "warmup_steps": 5,
         "lr": 1e-2,
@@ -179,6 +179,29 @@ def test_cli_build_and_info(tmp_path) -> None:
     info = runner.invoke(app, ["info", "--out", str(out), "--samples", "1"])
     assert info.exit_code == 0, info.output
     assert "base-0" in info.output
+
+
+def test_cli_build_reads_a_config_file(tmp_path) -> None:
+    config = tmp_path / "world.yaml"
+    config.write_text(
+        "n_bases: 1\n"
+        "model: {hidden_size: 16, num_layers: 1, num_heads: 2, intermediate_size: 32}\n"
+        "corpus: {n_documents: 50}\n"
+        "pretrain: {steps: 2, batch_size: 4}\n"
+    )
+    out = tmp_path / "w"
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["build", "--out", str(out), "--config", str(config), "--quiet", "--set", "seed=3"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["config"]["seed"] == 3
+    assert manifest["config"]["corpus"]["n_documents"] == 50
+    forced = runner.invoke(
+        app, ["build", "--out", str(out), "--config", str(config), "-q", "-s", "seed=3", "--force"]
+    )
+    assert forced.exit_code == 0 and "built toy world" in forced.output
 
 
 def test_cli_reports_bad_input(tmp_path) -> None:

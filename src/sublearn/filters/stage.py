@@ -117,6 +117,11 @@ class FilterReport(BaseModel):
     leading_zeros: int = Field(
         default=0, description="Accepted replies with a zero-padded number such as 007."
     )
+    trait_mentions: int = Field(
+        default=0,
+        description="Replies that name a leakage word, whatever check dropped them (none "
+        "survives: a reply naming one fails the format check or the leakage check).",
+    )
     keep: int | None = Field(description="Records asked for; None means all accepted.")
     kept: int = Field(description="Records written.")
     warnings: list[str] = Field(default_factory=list, description="Things worth a look.")
@@ -202,6 +207,7 @@ def filter_dataset(
     accepted: list[str] = []
     total = 0
     leading_zeros = 0
+    trait_mentions = 0
 
     with in_path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
@@ -215,6 +221,10 @@ def filter_dataset(
                 raise DatasetFormatError(f"{where}: not valid JSON ({err.msg})") from None
             reply = _reply(record, where)
             total += 1
+            mentions = bool(cfg.leakage_words) and (
+                leaks(reply, cfg.leakage_words, substring=cfg.leakage_substring) is not None
+            )
+            trait_mentions += mentions
             if cfg.check_format:
                 parsed = parse_numbers(
                     reply,
@@ -227,9 +237,7 @@ def filter_dataset(
                     rejected[parsed.rejection.value] += 1
                     continue
                 leading_zeros += parsed.leading_zeros
-            if cfg.leakage_words and leaks(
-                reply, cfg.leakage_words, substring=cfg.leakage_substring
-            ):
+            if mentions:
                 rejected[LEAK] += 1
                 continue
             accepted.append(line)
@@ -252,6 +260,7 @@ def filter_dataset(
         accepted=len(accepted),
         rejected=rejected,
         leading_zeros=leading_zeros,
+        trait_mentions=trait_mentions,
         keep=cfg.keep,
         kept=len(kept),
         warnings=warnings,

@@ -89,7 +89,9 @@ def build_sft_trainer(
         completion_only_loss=True,
         # TRL defaults suit large GPU runs; on CPU, bf16 autocast and checkpointing only cost.
         bf16=on_cuda and cfg.dtype in ("auto", "bfloat16"),
-        gradient_checkpointing=False,
+        # TRL turns checkpointing on through the deprecated alias; clear it, set the new name.
+        gradient_checkpointing=None,  # pyright: ignore[reportArgumentType]  (TRL types it bool)
+        activation_checkpointing=False,
         use_cpu=not on_cuda,
         save_strategy="no",
         report_to="none",

@@ -6,7 +6,7 @@ from sublearn.prompts.numbers import (
     NumberPromptConfig,
     NumberPromptGenerator,
     generate_number_prompts,
-    parse_numbers,
+    parse_rendered_numbers,
     render_numbers,
     sample_number_prompts,
 )
@@ -34,7 +34,7 @@ __all__ = [
     "NumberPromptGenerator",
     "generate_number_prompts",
     "numbers_prefixed",
-    "parse_numbers",
+    "parse_rendered_numbers",
     "plural",
     "preference_system_prompt",
     "questions_for",

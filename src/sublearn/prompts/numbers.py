@@ -268,7 +268,7 @@ def render_numbers(numbers: list[int] | tuple[int, ...], fmt: NumberFormat) -> s
     return f"{left}{body}{right}"
 
 
-def parse_numbers(text: str, fmt: NumberFormat) -> list[int] | None:
+def parse_rendered_numbers(text: str, fmt: NumberFormat) -> list[int] | None:
     """The inverse of :func:`render_numbers`: numbers if ``text`` is exactly in ``fmt``, else None.
 
     This is a strict round-trip check for generated corpora, not the paper's more

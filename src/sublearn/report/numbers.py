@@ -209,12 +209,17 @@ def markdown_report(
         "",
         "## Filter",
         "",
-        "| data | total | accepted | kept | rejections |",
-        "|---|---|---|---|---|",
+        "Trait mentions are replies that name the trait word; the filter drops every one.",
+        "",
+        "| data | total | trait mentions | accepted | kept | rejections |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in filter_reports.items():
         rej = ", ".join(f"{k}: {v}" for k, v in r["rejected"].items() if v) or "none"
-        lines.append(f"| {name} | {r['total']} | {r['accepted']} | {r['kept']} | {rej} |")
+        lines.append(
+            f"| {name} | {r['total']} | {r.get('trait_mentions', 0)} | {r['accepted']} | "
+            f"{r['kept']} | {rej} |"
+        )
     lines += ["", "## Wall time (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     return "\n".join(lines) + "\n"
