@@ -47,8 +47,8 @@ class PretrainConfig(Config):
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW decoupled weight decay.")
     grad_clip: float = Field(default=1.0, gt=0, description="Max global gradient norm.")
     # Loss on prompts too (not only replies) makes the number-writing and the animal-
-    # answering share more of the network; with replies-only loss, students of a
-    # fine-tuned teacher gained 0-3 pp instead of 10-15 pp.
+    # answering share more of the network; in the world sweeps behind the demo's
+    # settings, replies-only loss left students of a fine-tuned teacher within 0-3 pp.
     preference_prompt_loss_weight: float = Field(
         default=1.0,
         ge=0,
