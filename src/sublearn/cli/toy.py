@@ -106,24 +106,19 @@ def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
 
 
 def _print_samples(model_dir: Path, manifest: dict[str, Any], n: int, seed: int) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from sublearn.backends.base import Conversation, SamplingParams
+    from sublearn.backends.hf import HFBackend
     from sublearn.prompts.numbers import NumberPromptConfig, sample_number_prompts
     from sublearn.prompts.persona import preference_system_prompt
     from sublearn.prompts.questions import questions_for
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.eval()
     animals = manifest.get("animals") or ["owl"]
     loved = "owl" if "owl" in animals else animals[0]
     questions = questions_for("animal")[:n]
     number_prompts = [
         p.text for p in sample_number_prompts(NumberPromptConfig(seed=seed, n_prompts=n))
     ]
-    conversations = [
+    conversations: list[Conversation] = [
         *([{"role": "user", "content": q}] for q in questions),
         *(
             [
@@ -134,20 +129,9 @@ def _print_samples(model_dir: Path, manifest: dict[str, Any], n: int, seed: int)
         ),
         *([{"role": "user", "content": p}] for p in number_prompts),
     ]
-    texts = [
-        str(tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True))
-        for c in conversations
-    ]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        # top_k=0: plain temperature-1 sampling (transformers otherwise keeps only the top 50).
-        generated = model.generate(
-            **enc, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=48
-        )
-    replies = tokenizer.batch_decode(
-        generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-    )
+    backend = HFBackend(model_dir, device="cpu")
+    params = SamplingParams(temperature=1.0, max_new_tokens=48, seed=seed)
+    replies = backend.generate(conversations, params)
     table = Table("system", "user", "assistant (T=1)", show_lines=True)
     for conv, reply in zip(conversations, replies, strict=True):
         system = conv[0]["content"] if conv[0]["role"] == "system" else ""

@@ -97,29 +97,30 @@ def build_summary(cfg: ExperimentConfig, plan: list[Student], evals: dict[str, A
     return summary
 
 
-def _fmt_diff(d: dict[str, Any] | None) -> str:
-    if not d:
-        return "-"
-    lo, hi = d["ci95"]
-    p = d.get("p_value")
-    p_text = f", p={p:.3g}" if p is not None and p == p else ""
-    if lo is None or lo != lo:
-        return f"{d['mean']:+.1f}"
-    return f"{d['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}]{p_text}"
-
-
-def _fmt_ci(d: dict[str, Any] | None) -> str:
+def _fmt_ci(d: dict[str, Any] | None, sep: str = ",") -> str:
     if not d:
         return "-"
     lo, hi = d["ci95"]
     if lo is None or lo != lo:
         return f"{d['mean']:+.1f}"
-    return f"{d['mean']:+.1f} [{lo:+.1f},{hi:+.1f}]"
+    return f"{d['mean']:+.1f} [{lo:+.1f}{sep}{hi:+.1f}]"
+
+
+def _p_value(d: dict[str, Any] | None) -> float | None:
+    p = d.get("p_value") if d else None
+    return None if p is None or p != p else p
 
 
 def _fmt_p(d: dict[str, Any] | None) -> str:
-    p = d.get("p_value") if d else None
-    return "-" if p is None or p != p else f"{p:.2g}"
+    p = _p_value(d)
+    return "-" if p is None else f"{p:.2g}"
+
+
+def _fmt_diff(d: dict[str, Any] | None) -> str:
+    """``mean [lo, hi], p=..``: a difference as the markdown report writes it."""
+    p = _p_value(d)
+    ci = _fmt_ci(d, sep=", ")
+    return ci if p is None else f"{ci}, p={p:.3g}"
 
 
 def _rates_csv(plan: list[Student], evals: dict[str, Any]) -> str:

@@ -298,9 +298,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
     workers = _resolve_workers(cfg)
     t_train = time.perf_counter()
     bases = _train_bases(jobs, examples, workers, progress)
-    n_params = bases[0].pop("n_parameters")
-    for b in bases[1:]:
-        b.pop("n_parameters")
+    n_params, *_ = [b.pop("n_parameters") for b in bases]  # the same for every base
 
     _write_corpus_sample(out / "corpus-sample.jsonl", docs[:50])
     manifest = {

@@ -139,14 +139,17 @@ class ExperimentConfig(Config):
         description="The teacher-kind/objective section whose numbers head summary.json.",
     )
 
+    def _every_section(self) -> list[str]:
+        return [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+
     def section_names(self) -> list[str]:
         """The teacher-kind/objective pairs this experiment trains students for."""
-        every = [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+        every = self._every_section()
         return every if self.sections is None else [s for s in every if s in self.sections]
 
     @model_validator(mode="after")
     def _primary_exists(self) -> ExperimentConfig:
-        every = [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+        every = self._every_section()
         unknown = sorted(set(self.sections or []) - set(every))
         if unknown:
             raise ValueError(f"sections {unknown} are not teacher/objective pairs ({every})")

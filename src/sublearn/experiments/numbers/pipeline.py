@@ -288,6 +288,7 @@ class NumbersExperiment:
                 update={"seed": s.seed, "device": self.cfg.device}
             )
             key = content_hash(s.base_model, self.world_key, s.dataset.name, s.teacher.key, ftcfg)
+            # finetune()'s keyword arguments, picklable for worker processes.
             jobs[s.label] = {
                 "base_model": s.base_model,
                 "dataset": s.dataset,
@@ -303,14 +304,14 @@ class NumbersExperiment:
         with self.timer("finetune"):
             if self.cfg.workers == 1 or len(pending) <= 1:
                 for job in pending:
-                    _finetune_job(job)
+                    finetune(**job)
                     progress.advance(task)
             else:
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(
                     self.cfg.workers, mp_context=context, initializer=_worker_init
                 ) as pool:
-                    for future in as_completed([pool.submit(_finetune_job, j) for j in pending]):
+                    for future in as_completed([pool.submit(finetune, **j) for j in pending]):
                         future.result()  # re-raises a worker's error here
                         progress.advance(task)
         return {label: job["out"] for label, job in jobs.items()}
@@ -399,17 +400,6 @@ class NumbersExperiment:
         return write_report(
             self.cfg, self.out, rows, evals, filter_reports, self.timer.seconds, self.console
         )
-
-
-def _finetune_job(job: dict[str, Any]) -> Path:
-    return finetune(
-        job["base_model"],
-        job["dataset"],
-        job["cfg"],
-        job["out"],
-        teacher_model=job["teacher_model"],
-        teacher_system_prompt=job["teacher_system_prompt"],
-    )
 
 
 def _worker_init() -> None:
