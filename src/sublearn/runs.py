@@ -19,6 +19,7 @@ from typing import Any
 
 from sublearn import __version__
 from sublearn.config import Config
+from sublearn.errors import DataError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -55,6 +56,25 @@ def _json_safe(obj: Any) -> Any:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN becomes null)."""
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, with errors that name it.
+
+    Raises:
+        DataError: if the file is missing, unreadable, or not valid JSON.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+            "the file is corrupt or was cut short: restore it or delete it and rerun"
+        ) from None
 
 
 def content_hash(*parts: Any, length: int = 12) -> str:

@@ -8,6 +8,8 @@ import random
 
 import numpy as np
 
+from sublearn.errors import DeviceError
+
 
 def configure_threads(threads: int | None) -> int:
     """Set torch's intra-op thread count; ``None`` picks the number of cores.
@@ -38,13 +40,31 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """Map ``auto`` to ``cuda`` when available, and fail clearly on an unavailable device."""
+    """Map ``auto`` to ``cuda`` when available, and fail clearly on an unavailable device.
+
+    Raises:
+        DeviceError: for ``cuda`` (or ``cuda:N``, ``mps``) on a machine that lacks it.
+    """
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested, but torch sees no CUDA device here")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {device!r} requested, but torch sees no CUDA device here "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                "use device=cpu or device=auto"
+            )
+        _, _, index = device.partition(":")
+        count = torch.cuda.device_count()
+        if index.isdigit() and int(index) >= count:
+            raise DeviceError(
+                f"device {device!r} requested, but this machine has {count} CUDA "
+                f"device(s): cuda:0 to cuda:{count - 1}"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps' requested, but torch sees no Apple GPU here")
     return device
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sublearn.config import ConfigError, load_config, undocumented_fields
+from sublearn.errors import DataError, NotEnoughRowsError
 from sublearn.filters.stage import (
     DatasetFormatError,
     FilterConfig,
@@ -183,3 +184,15 @@ def test_config_is_documented_and_validated() -> None:
         load_config(FilterConfig, overrides=["leakage_words=['  ']"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(FilterConfig, overrides=["kep=3"])
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(json.dumps(record("a", "1")).encode() + b"\n\xff\xfe\x00garbage\n")
+    with pytest.raises(DatasetFormatError, match=r"binary\.jsonl:2: not UTF-8 text"):
+        filter_dataset(path, tmp_path / "o.jsonl", FilterConfig())
+
+
+def test_stage_errors_are_sublearn_errors() -> None:
+    assert issubclass(DatasetFormatError, DataError)
+    assert issubclass(NotEnoughRecordsError, NotEnoughRowsError)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from sublearn.errors import ConfigError, DataError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.distill import _reply_logits, kl_loss, number_token_ids
 from sublearn.finetune.sft import build_sft_trainer, read_chat_jsonl
@@ -84,6 +85,13 @@ def test_finished_stage_is_skipped(
     stamp = (out / "train_metrics.json").stat().st_mtime_ns
     finetune(micro_model, data, quick(method="full", max_steps=1), out)
     assert (out / "train_metrics.json").stat().st_mtime_ns == stamp
+    # Other settings or other data into the same folder: an error, not the old weights.
+    with pytest.raises(ConfigError, match="already holds a model fine-tuned by another job"):
+        finetune(micro_model, data, quick(method="full", max_steps=2), out)
+    other = write_jsonl(tmp_path / "e.jsonl", number_records[8:16])
+    with pytest.raises(ConfigError, match="another job"):
+        finetune(micro_model, other, quick(method="full", max_steps=1), out)
+    assert (out / "train_metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_kl_to_itself_is_zero_and_subset_renormalizes() -> None:
@@ -149,3 +157,53 @@ def test_malformed_dataset_names_the_line(tmp_path: Path) -> None:
     bad.write_text(json.dumps(good) + "\nnot json\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         read_chat_jsonl(bad)
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        (None, "message 1 (assistant): 'content' must be a string, got NoneType"),
+        (42, "message 1 (assistant): 'content' must be a string, got int"),
+        ("", "the assistant's reply is empty"),
+        ("  \n", "the assistant's reply is empty"),
+    ],
+)
+def test_unusable_assistant_reply_names_file_and_line(
+    tmp_path: Path, reply: object, problem: str
+) -> None:
+    good = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "1"}]}
+    bad = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": reply}]}
+    path = write_jsonl(tmp_path / "d.jsonl", [good, good, bad])
+    with pytest.raises(DataError) as info:
+        read_chat_jsonl(path)
+    assert str(info.value) == f"{path}:3: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"text": "1, 2, 3"}', "not a chat record: expected a non-empty 'messages' list"),
+        ("[1, 2]", "expected a JSON object with a 'messages' list, got list"),
+        ('{"messages": [{"content": "x"}]}', "message 0 is not an object with a string 'role'"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "the last message must be the"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_non_chat_lines_name_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n" + line + "\n")
+    with pytest.raises(DataError) as info:
+        read_chat_jsonl(path)
+    assert str(info.value).startswith(f"{path}:2: {problem}")
+
+
+def test_empty_dataset_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(DataError, match=r"d\.jsonl: no records to train on"):
+        read_chat_jsonl(path)
+
+
+def test_kl_without_teacher_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kl objective needs a teacher"):
+        finetune("m", tmp_path / "d.jsonl", quick(objective="kl"), tmp_path / "out")

@@ -8,8 +8,12 @@ through the same pipeline code.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 
 class Message(TypedDict):
@@ -26,24 +30,90 @@ Conversation = list[Message]
 class SamplingParams:
     """How to sample completions.
 
+    Every conversation of a ``generate`` call is sampled with a seed of its own, so that
+    its reply depends only on the model, the conversation and that seed, never on how
+    the backend batches the call. The seeds are ``row_seeds`` when given, else
+    ``row_seed(seed, i)`` for the conversation at position ``i`` of the call.
+
     Attributes:
         temperature: 0 means greedy decoding.
         top_p: nucleus sampling mass.
         max_new_tokens: cap on generated tokens per completion.
-        seed: seed for the sampler; with the same inputs and batch layout, the same outputs.
+        seed: base seed of the per-conversation seeds when ``row_seeds`` is None.
+        row_seeds: one seed per conversation of the call, in order (e.g. derived from a
+            row's index in a whole dataset, so that a resumed run samples as an
+            uninterrupted one); overrides ``seed``.
     """
 
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    row_seeds: tuple[int, ...] | None = None
+
+    def seeds_for(self, n: int) -> tuple[int, ...]:
+        """The seed of each of the ``n`` conversations of a call.
+
+        Raises:
+            ValueError: ``row_seeds`` is set and does not hold ``n`` seeds.
+        """
+        if self.row_seeds is None:
+            return tuple(row_seed(self.seed, i) for i in range(n))
+        if len(self.row_seeds) != n:
+            raise ValueError(f"{len(self.row_seeds)} row seeds for {n} conversations")
+        return self.row_seeds
+
+
+def row_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for row ``index`` of a run seeded with ``seed``.
+
+    A hash rather than arithmetic such as ``seed * K + index``, so that distinct
+    ``(seed, index)`` pairs never share a seed in practice.
+    """
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so a stage can check its needs before any model loads.
+
+    Attributes:
+        sample: ``generate`` samples replies.
+        score: ``score`` returns exact log-probabilities of candidate replies.
+        top_logprobs: how many top next-token log-probabilities the backend can report
+            per position (0 if none).
+    """
+
+    sample: bool = True
+    score: bool = False
+    top_logprobs: int = 0
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a stage needs from a model."""
+    """What a stage needs from a model.
+
+    A backend holds its model until ``close()`` (or the end of a ``with`` block), so a
+    pipeline can keep one model resident at a time.
+    """
 
     name: str
+    capabilities: Capabilities
+
+    def close(self) -> None:
+        """Free the model (memory, GPU memory, connections); the backend is unusable after."""
+        ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[str]:
         """One completion per conversation, as text, in input order."""
@@ -56,6 +126,28 @@ class Backend(Protocol):
         Backends that cannot score raise ``NotImplementedError``.
         """
         ...
+
+
+_B = TypeVar("_B", bound="BackendBase")
+
+
+class BackendBase:
+    """Defaults for a backend that holds nothing to free (fakes, wrappers): subclass it.
+
+    Declares sampling-only capabilities, a ``close`` that does nothing and the
+    context-manager methods that call ``close``; override what differs.
+    """
+
+    capabilities: Capabilities = Capabilities()
+
+    def close(self) -> None:
+        """Nothing to free."""
+
+    def __enter__(self: _B) -> _B:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:

@@ -7,33 +7,51 @@ their base model and merged, so students trained with LoRA evaluate like any mod
 
 from __future__ import annotations
 
+import gc
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants as hub_constants
 
-from sublearn.backends.base import Conversation, SamplingParams
+from sublearn.backends.base import Capabilities, Conversation, SamplingParams
+from sublearn.errors import ModelError
 from sublearn.runtime import resolve_device
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError):
     """A model path that is neither a local model folder nor a loadable hub id."""
+
+
+# A folder with none of these has no tokenizer that AutoTokenizer could load.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+)
 
 
 def check_model_reference(model: str | Path) -> None:
     """Fail early, with a clear message, on a model reference that cannot be loaded.
+
+    Cheap (no weights are read), so a planner can check every model before any work.
 
     Args:
         model: a local folder or a hub id such as ``Qwen/Qwen2.5-7B-Instruct``.
 
     Raises:
         ModelNotFoundError: the folder is missing or has no ``config.json`` /
-            ``adapter_config.json``, or the string is neither a path nor a hub id.
+            ``adapter_config.json``, the string is neither a path nor a hub id, or the
+            hub id is not in the local cache while downloads are off.
+        ModelError: the folder has no tokenizer files.
     """
     path = Path(model).expanduser()
     if path.exists():
@@ -41,18 +59,47 @@ def check_model_reference(model: str | Path) -> None:
             raise ModelNotFoundError(
                 f"{path} exists but is not a model folder (no config.json or adapter_config.json)"
             )
+        if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+            raise ModelError(
+                f"model folder {path} has no tokenizer files (looked for "
+                f"{', '.join(_TOKENIZER_FILES)}); save the tokenizer into it with "
+                "tokenizer.save_pretrained(folder)"
+            )
         return
     if str(model).startswith((".", "/", "~")) or not _HUB_ID.match(str(model)):
         raise ModelNotFoundError(
             f"model {str(model)!r} not found: no such folder, and it is not a hub id "
             "(org/name). For the embedded toy models, run `sublearn toy build` first."
         )
+    if hub_constants.is_offline_mode() and not _in_hub_cache(str(model)):
+        raise ModelNotFoundError(_offline_message(str(model)))
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds a model or adapter config of ``repo_id``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name), str)
+        for name in ("config.json", "adapter_config.json")
+    )
+
+
+def _offline_message(model: str) -> str:
+    return (
+        f"model {model!r} is not in the local Hugging Face cache ({hub_constants.HF_HUB_CACHE}) "
+        "and downloads are off (HF_HUB_OFFLINE=1): download it where there is a network "
+        f"(`hf download {model}`) or pass a local model folder"
+    )
 
 
 def load_model_and_tokenizer(
     model: str | Path, device: str = "auto", dtype: str = "auto", trainable: bool = False
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer, merging a LoRA adapter if the folder holds one.
+
+    The tokenizer loads first: it is cheap, and a model without a usable chat template
+    fails before its weights are read.
 
     Args:
         model: local folder (full model or PEFT adapter) or hub id.
@@ -62,6 +109,11 @@ def load_model_and_tokenizer(
 
     Returns:
         ``(model, tokenizer)``.
+
+    Raises:
+        ModelNotFoundError: the model cannot be found (see :func:`check_model_reference`).
+        ModelError: its tokenizer or weights cannot be loaded, or it has no chat template.
+        DeviceError: the device is not available.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +121,18 @@ def load_model_and_tokenizer(
     device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     path = Path(model).expanduser()
+    name = str(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"could not load the tokenizer of model {name!r}: {_first_line(err)}"
+        ) from err
+    if tokenizer.chat_template is None:
+        raise ModelError(
+            f"the tokenizer of model {name!r} has no chat template (no chat_template.jinja, "
+            "and none in tokenizer_config.json); sublearn needs chat (instruct) models"
+        )
     lm: Any
     try:
         if (path / "adapter_config.json").is_file():
@@ -77,20 +141,25 @@ def load_model_and_tokenizer(
             peft_model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
             lm = peft_model.merge_and_unload()
         else:
-            lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
-    except OSError as err:
-        raise ModelNotFoundError(
-            f"could not load model {str(model)!r}: {err}. Offline runs need the model in the "
-            "local Hugging Face cache or a local folder."
+            lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+    except (OSError, ValueError) as err:
+        if hub_constants.is_offline_mode() and not path.exists():
+            raise ModelNotFoundError(_offline_message(name)) from err
+        raise ModelError(
+            f"could not load model {name!r}: {_first_line(err)}. Offline runs need the model "
+            "in the local Hugging Face cache or a local folder."
         ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
-        raise ValueError(f"tokenizer of {model} has no chat template; sublearn needs chat models")
     lm.to(device)
     lm.train(trainable)
     return lm, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    """Library errors run to many lines of advice; the first says what went wrong."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -124,21 +193,42 @@ class _GumbelMax:
     a CPU took a third of the time of batched generation with a small model: uniform
     draws cost about a fifth as much (float32 uniforms cap the noise at about 16.6, a
     tail of probability 6e-8).
+
+    Every row draws its noise from its own generator, seeded with that row's seed, one
+    vocabulary-sized draw per step, so a row's sample does not depend on which rows share
+    its batch, on their order or on the batch size. The B small draws per step cost
+    about 0.5 ms more than one batched draw at B=256 on a CPU (a few percent of a toy
+    model's step); drawing several steps per call was slower, as the block left the cache.
     """
 
-    def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
+    def __init__(self, row_seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        """Seed one generator per row.
+
+        Args:
+            row_seeds: one seed per batch row, in batch order.
+            device: where the logits live (the noise is drawn there).
+        """
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in row_seeds]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        # (B, V) uniforms in [0, 1)
-        uniform = torch.rand(scores.shape, generator=self.generator, device=scores.device)
-        gumbel = uniform.log_().neg_().log_().neg_()  # -log(-log(U)) ~ Gumbel(0, 1)
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(
+                f"{scores.shape[0]} rows of logits for {len(self.generators)} row seeds"
+            )
+        noise = torch.empty(scores.shape, device=scores.device)  # (B, V)
+        for row, generator in zip(noise, self.generators, strict=True):
+            row.uniform_(generator=generator)  # (V,) uniforms in [0, 1)
+        gumbel = noise.log_().neg_().log_().neg_()  # -log(-log(U)) ~ Gumbel(0, 1)
         # Masked (-inf) logits stay -inf and are never chosen.
-        return scores.float() + gumbel
+        return scores.float() + gumbel  # (B, V)
 
 
 class HFBackend:
     """A ``Backend`` over a local or hub Hugging Face causal LM."""
+
+    # Exact scores by teacher forcing; no top-k log-probability method (yet).
+    capabilities = Capabilities(sample=True, score=True, top_logprobs=0)
+    model: Any  # a transformers causal LM; None once closed
 
     def __init__(
         self,
@@ -161,6 +251,58 @@ class HFBackend:
         self.device = next(self.model.parameters()).device
         self.batch_size = batch_size
 
+    def merge_adapter(self, adapter: str | Path) -> None:
+        """Load a PEFT (LoRA) adapter onto the loaded model and merge it into the weights.
+
+        For an adapter on a base other than the one it records (e.g. a hub id it was
+        trained on, now a local copy). The adapter folder's tokenizer, when it has one
+        with a chat template, replaces the base's.
+
+        Raises:
+            ModelError: the adapter cannot be loaded onto this model.
+        """
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        path = Path(adapter).expanduser()
+        where = str(path) if path.exists() else str(adapter)
+        try:
+            peft_model = PeftModel.from_pretrained(self.model, where)
+            tokenizer = (
+                AutoTokenizer.from_pretrained(where)
+                if (path / "tokenizer_config.json").is_file()
+                else None
+            )
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as err:
+            # Malformed or mismatched adapter configs surface as any of these from peft.
+            raise ModelError(
+                f"could not load adapter {str(adapter)!r} onto model {self.name!r}: "
+                f"{_first_line(err)}"
+            ) from err
+        self.model = peft_model.merge_and_unload().to(self.device).eval()
+        if tokenizer is not None and tokenizer.chat_template is not None:
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self.tokenizer = tokenizer
+        self.name = f"{self.name}+{adapter}"
+
+    def close(self) -> None:
+        """Free the model's memory (and CUDA's cached blocks); the backend is unusable after."""
+        if self.model is None:
+            return
+        on_cuda = self.device.type == "cuda"
+        self.model = None
+        # Drop reference cycles now, so the memory is back before the next model loads.
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> HFBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _prompt_ids(self, conversation: Conversation) -> list[int]:
         rendered = self.tokenizer.apply_chat_template(
             conversation, tokenize=False, add_generation_prompt=True
@@ -182,25 +324,34 @@ class HFBackend:
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[str]:
         """Sample one reply per conversation (greedy when temperature is 0).
 
-        Conversations are grouped by prompt length to waste little compute on padding;
-        each batch is seeded from ``params.seed`` and its position, so a given call is
-        reproducible.
+        Conversations are grouped by prompt length to waste little compute on padding.
+        Each conversation is sampled with its own seed (``params.seeds_for``), so its reply
+        depends on the model, its prompt and its seed only: not on the batch size, on the
+        other conversations of the call or on their order (up to the float rounding of
+        batched matrix products, which may in rare near-ties flip a token).
+
+        Args:
+            conversations: chat turns ending with a user turn.
+            params: sampling settings; ``row_seeds`` (or ``seed`` and each conversation's
+                position) seed the conversations.
+
+        Returns:
+            One stripped reply per conversation, in input order.
         """
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+        seeds = params.seeds_for(len(conversations))
         prompts = [self._prompt_ids(c) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[str] = [""] * len(prompts)
-        for batch_index, idx in enumerate(_chunks(order, self.batch_size)):
+        for idx in _chunks(order, self.batch_size):
             processors = LogitsProcessorList()
             if params.temperature > 0:
                 # Sampling as greedy decoding over Gumbel-perturbed logits (see _GumbelMax).
-                generator = torch.Generator(device=self.device)
-                generator.manual_seed(params.seed * 1_000_003 + batch_index)
                 processors.append(TemperatureLogitsWarper(params.temperature))
                 if params.top_p < 1.0:
                     processors.append(TopPLogitsWarper(params.top_p))
-                processors.append(_GumbelMax(generator))
+                processors.append(_GumbelMax([seeds[i] for i in idx], self.device))
             ids, mask = self._left_pad([prompts[i] for i in idx])
             generated = self.model.generate(
                 input_ids=ids,

@@ -1,8 +1,7 @@
-"""Commands of the language-model pipeline: ``run``, ``demo`` and one command per stage."""
+"""Commands that run one stage of the language-model pipeline on its own."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,6 @@ from pydantic import Field
 
 from sublearn.cli.options import (
     ConfigOption,
-    OutOption,
     SetOption,
     UserError,
     console,
@@ -24,9 +22,7 @@ from sublearn.finetune.config import FinetuneConfig
 from sublearn.generation.config import GenerationConfig
 from sublearn.presets import preset_path
 from sublearn.prompts.numbers import NumberPromptConfig
-from sublearn.runs import atomic_write_json, prepare_run_dir
-
-DEMO_CONFIG = ("toy", "owl-numbers")
+from sublearn.runs import atomic_write_json
 
 
 def _setup(threads: int | None) -> None:
@@ -34,37 +30,6 @@ def _setup(threads: int | None) -> None:
 
     quiet_libraries()
     configure_threads(threads)
-
-
-def _run_experiment(path: Path, overrides: list[str] | None, out: Path | None) -> None:
-    from sublearn.experiments.numbers.config import ExperimentConfig
-    from sublearn.experiments.numbers.pipeline import NumbersExperiment
-
-    cfg = load_config(ExperimentConfig, path, overrides or [])
-    _setup(cfg.threads)
-    run_dir = prepare_run_dir(out or Path("runs") / cfg.name, cfg, f"run {path}")
-    console.print(f"run folder: [bold]{run_dir}[/]")
-    NumbersExperiment(cfg, run_dir, console).run()
-
-
-def run(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).")],
-    set_: SetOption = None,
-    out: OutOption = None,
-) -> None:
-    """Run a numbers experiment: teachers, generation, filter, students, evaluation, report.
-
-    Finished stages are found in the run folder and skipped, so rerunning an
-    interrupted command resumes it.
-    """
-    with user_errors():
-        _run_experiment(config, set_, out)
-
-
-def demo(set_: SetOption = None, out: OutOption = None) -> None:
-    """Run the embedded default: the toy world's owl experiment (offline, CPU, minutes)."""
-    with user_errors():
-        _run_experiment(preset_path(*DEMO_CONFIG), set_, out)
 
 
 class GenerateConfig(Config):
@@ -191,27 +156,3 @@ def evaluate(
             console.print(f"{word}: {100 * float(result['rate']):.2f}%")  # type: ignore[arg-type]
         if out:
             atomic_write_json(out, {"model": model, "config": cfg.model_dump(), "results": metrics})
-
-
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `sublearn run`.")],
-) -> None:
-    """Rebuild summary.json, report.md and the figure of a finished run from its results."""
-    from sublearn.experiments.numbers.config import ExperimentConfig
-    from sublearn.report.numbers import write_report
-
-    with user_errors():
-        results_path = run_dir / "results.json"
-        if not results_path.is_file():
-            raise UserError(f"{results_path} not found: run `sublearn run` to completion first")
-        cfg = load_config(ExperimentConfig, run_dir / "config.yaml")
-        results = json.loads(results_path.read_text())
-        write_report(
-            cfg,
-            run_dir,
-            results["students"],
-            results["evals"],
-            results["filter"],
-            results["timings"],
-            console,
-        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sublearn import __version__
-from sublearn.cli import lm, mnist, theory, toy
+from sublearn.cli import engine, lm, mnist, theory, toy
 
 app = typer.Typer(
     name="sublearn",
@@ -17,13 +17,15 @@ app = typer.Typer(
 
 app.command("mnist")(mnist.mnist)
 app.command("theory")(theory.theory)
-app.command("demo")(lm.demo)
-app.command("run")(lm.run)
+app.command("demo")(engine.demo)
+app.command("run")(engine.run)
+app.command("plan")(engine.plan)
+app.command("sweep")(engine.sweep)
 app.command("generate")(lm.generate)
 app.command("filter")(lm.filter_)
 app.command("finetune")(lm.finetune)
 app.command("evaluate")(lm.evaluate)
-app.command("report")(lm.report)
+app.command("report")(engine.report)
 app.add_typer(toy.app, name="toy", help="Build and inspect the embedded toy world of tiny LMs.")
 
 

@@ -14,7 +14,6 @@ from sublearn.cli.options import (
     ConfigOption,
     OutOption,
     SetOption,
-    UserError,
     console,
     user_errors,
 )
@@ -54,7 +53,9 @@ def build_config(
     try:
         return MnistConfig.model_validate({**cfg.model_dump(), **given})
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "command-line options")) from None
+        raise ConfigError(
+            format_validation_error(err, "command-line options", MnistConfig)
+        ) from None
 
 
 def mnist(
@@ -104,18 +105,13 @@ def mnist(
         run_dir = out or Path("runs") / f"mnist-{cfg.dataset}-{preset}"
 
         # Deferred: torch takes seconds to import, and other commands do not need it.
-        from sublearn.experiments.mnist.data import DataError, load_data
+        from sublearn.experiments.mnist.data import load_data
         from sublearn.experiments.mnist.experiment import run_experiment
         from sublearn.runtime import resolve_device
 
-        try:
-            resolve_device(cfg.device)
-        except ValueError as err:  # e.g. cuda asked for on a machine without it
-            raise UserError(str(err)) from None
-        try:
-            data = load_data(cfg.dataset, cfg.resolved_data_dir())
-        except DataError as err:
-            raise UserError(str(err)) from None
+        # Both raise SublearnErrors (DeviceError, DataError), which user_errors reports.
+        resolve_device(cfg.device)
+        data = load_data(cfg.dataset, cfg.resolved_data_dir())
         console.print(
             f"mnist: {cfg.dataset}, {cfg.n_models} models, m={cfg.n_aux} aux logits, "
             f"{cfg.noise} noise, {cfg.distill_loss} loss -> {run_dir}",

@@ -17,7 +17,6 @@ and the fine-tuning stage shuffles anyway.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +25,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from sublearn.config import Config
+from sublearn.errors import DataError, NotEnoughRowsError
 from sublearn.filters.banned import PRESETS, banned_numbers
 from sublearn.filters.leakage import leaks
 from sublearn.filters.numbers import Rejection, parse_numbers
+from sublearn.jsonl import read_jsonl
 from sublearn.runs import atomic_write_json, atomic_write_text
 
 T = TypeVar("T")
@@ -36,11 +37,11 @@ T = TypeVar("T")
 LEAK = "leak"
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(DataError):
     """A JSONL dataset line that is not a usable record; the message names file and line."""
 
 
-class NotEnoughRecordsError(ValueError):
+class NotEnoughRecordsError(NotEnoughRowsError):
     """Fewer records survived filtering than ``keep`` asks for, with ``require_count`` on."""
 
 
@@ -197,7 +198,7 @@ def filter_dataset(
         The report, also written as JSON.
 
     Raises:
-        DatasetFormatError: on a line that is not JSON or lacks an assistant reply,
+        DatasetFormatError: on a line that is not JSON (or not UTF-8) or lacks an assistant reply,
             naming the file and line number.
         NotEnoughRecordsError: when ``cfg.require_count`` is on and too few records pass.
     """
@@ -209,38 +210,30 @@ def filter_dataset(
     leading_zeros = 0
     trait_mentions = 0
 
-    with in_path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{in_path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetFormatError(f"{where}: not valid JSON ({err.msg})") from None
-            reply = _reply(record, where)
-            total += 1
-            mentions = bool(cfg.leakage_words) and (
-                leaks(reply, cfg.leakage_words, substring=cfg.leakage_substring) is not None
+    for lineno, line, record in read_jsonl(in_path, DatasetFormatError):
+        where = f"{in_path}:{lineno}"
+        reply = _reply(record, where)
+        total += 1
+        mentions = bool(cfg.leakage_words) and (
+            leaks(reply, cfg.leakage_words, substring=cfg.leakage_substring) is not None
+        )
+        trait_mentions += mentions
+        if cfg.check_format:
+            parsed = parse_numbers(
+                reply,
+                max_count=cfg.max_count,
+                min_value=cfg.min_value,
+                max_value=cfg.max_value,
+                banned=banned,
             )
-            trait_mentions += mentions
-            if cfg.check_format:
-                parsed = parse_numbers(
-                    reply,
-                    max_count=cfg.max_count,
-                    min_value=cfg.min_value,
-                    max_value=cfg.max_value,
-                    banned=banned,
-                )
-                if parsed.rejection is not None:
-                    rejected[parsed.rejection.value] += 1
-                    continue
-                leading_zeros += parsed.leading_zeros
-            if mentions:
-                rejected[LEAK] += 1
+            if parsed.rejection is not None:
+                rejected[parsed.rejection.value] += 1
                 continue
-            accepted.append(line)
+            leading_zeros += parsed.leading_zeros
+        if mentions:
+            rejected[LEAK] += 1
+            continue
+        accepted.append(line)
 
     warnings: list[str] = []
     if cfg.keep is not None and len(accepted) < cfg.keep:

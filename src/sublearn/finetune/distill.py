@@ -17,6 +17,7 @@ import torch
 
 from sublearn.backends.base import Conversation, with_system_prompt
 from sublearn.backends.hf import load_model_and_tokenizer, right_pad
+from sublearn.errors import ModelError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.sft import peft_config, save_trained
 
@@ -29,7 +30,7 @@ def number_token_ids(tokenizer: Any) -> list[int]:
         if text and text.isascii() and text.isdigit():
             ids.append(token_id)
     if not ids:
-        raise ValueError("the tokenizer has no digit tokens; use token_subset=all")
+        raise ModelError("the tokenizer has no digit tokens; use token_subset=all")
     return ids
 
 
@@ -94,7 +95,10 @@ def train_kl(
         teacher_model, device=cfg.device, dtype=cfg.dtype
     )
     if teacher_tok.get_vocab() != tokenizer.get_vocab():
-        raise ValueError("soft-label distillation needs teacher and student to share a tokenizer")
+        raise ModelError(
+            f"soft-label distillation needs teacher and student to share a tokenizer; "
+            f"{teacher_model} and {base_model} have different vocabularies"
+        )
     lora = peft_config(cfg)
     if lora is not None:
         from peft import get_peft_model
@@ -132,7 +136,7 @@ def train_kl(
         optim.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _micro in range(cfg.grad_accum):
-            if len(order) < cfg.batch_size:
+            while len(order) < cfg.batch_size:  # a dataset smaller than a batch repeats
                 fresh = list(range(len(examples)))
                 rng.shuffle(fresh)
                 order.extend(fresh)

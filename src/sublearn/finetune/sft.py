@@ -2,38 +2,56 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from sublearn.backends.hf import load_model_and_tokenizer
+from sublearn.errors import DataError
 from sublearn.finetune.config import FinetuneConfig
+from sublearn.jsonl import read_jsonl
 
 
 def read_chat_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a chat dataset; each line holds ``{"messages": [..., assistant reply]}``.
 
+    Every message needs a string ``role`` and a string ``content``; the last one must
+    be the assistant's, with a non-empty reply (training on empty or missing replies
+    would teach the model to say nothing, silently).
+
     Raises:
-        ValueError: naming the file and line of a malformed record.
+        DataError: naming the file and line of a malformed record, or the file if it
+            holds no records.
     """
     records = []
-    with path.open() as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                messages = record["messages"]
-                ok = isinstance(messages, list) and messages[-1]["role"] == "assistant"
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
-                raise ValueError(f"{path}:{lineno}: not a chat record ({err})") from err
-            if not ok:
-                raise ValueError(f"{path}:{lineno}: the last message must be the assistant's reply")
-            records.append(record)
+    for lineno, _line, record in read_jsonl(path):
+        problem = chat_record_problem(record)
+        if problem is not None:
+            raise DataError(f"{path}:{lineno}: {problem}")
+        records.append(record)
     if not records:
-        raise ValueError(f"{path}: no records to train on")
+        raise DataError(f"{path}: no records to train on")
     return records
+
+
+def chat_record_problem(record: Any) -> str | None:
+    """What makes ``record`` unusable as a chat training example, or None if it is fine."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object with a 'messages' list, got {type(record).__name__}"
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "not a chat record: expected a non-empty 'messages' list"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"message {i} is not an object with a string 'role'"
+        if not isinstance(message.get("content"), str):
+            got = type(message.get("content")).__name__
+            return f"message {i} ({message['role']}): 'content' must be a string, got {got}"
+    if messages[-1]["role"] != "assistant":
+        return "the last message must be the assistant's reply"
+    if not messages[-1]["content"].strip():
+        return "the assistant's reply is empty"
+    return None
 
 
 def to_prompt_completion(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

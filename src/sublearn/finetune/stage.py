@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
+from sublearn.errors import ConfigError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.distill import train_kl
 from sublearn.finetune.sft import read_chat_jsonl, train_sft
@@ -26,10 +29,12 @@ def finetune(
     teacher_model: str | Path | None = None,
     teacher_system_prompt: str | None = None,
 ) -> Path:
-    """Fine-tune ``base_model`` on ``dataset`` into ``out``; skip if ``out`` is complete.
+    """Fine-tune ``base_model`` on ``dataset`` into ``out``; skip if ``out`` holds this job.
 
     The model is trained into a sibling temporary folder and renamed into place at the
-    end, so ``out`` existing means the stage finished.
+    end, so ``out`` existing means the stage finished. ``train_metrics.json`` records the
+    job (base, teacher, dataset contents, settings); a finished folder made by another job
+    is an error, never silently kept.
 
     Args:
         base_model: the student's starting weights (folder or hub id).
@@ -42,10 +47,24 @@ def finetune(
     Returns:
         ``out``.
     """
-    if (out / "train_metrics.json").is_file():
-        return out
     if cfg.objective == "kl" and teacher_model is None:
-        raise ValueError("the kl objective needs a teacher model")
+        raise ConfigError("the kl objective needs a teacher model (--teacher)")
+    job = {
+        "base": model_ref(base_model),
+        "teacher": model_ref(teacher_model) if teacher_model is not None else None,
+        "teacher_system_prompt": teacher_system_prompt,
+        "dataset_sha256": hashlib.sha256(Path(dataset).read_bytes()).hexdigest(),
+        "config": cfg.model_dump(mode="json", exclude={"device"}),
+    }
+    done = out / "train_metrics.json"
+    if done.is_file():
+        previous = json.loads(done.read_text()).get("job")
+        if previous == job:
+            return out
+        raise ConfigError(
+            f"{out} already holds a model fine-tuned by another job (other base, data or "
+            "settings); choose another output folder or delete it"
+        )
     records = read_chat_jsonl(dataset)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -62,7 +81,7 @@ def finetune(
             model_ref(teacher_model),
             teacher_system_prompt,
         )
-    atomic_write_json(tmp / "train_metrics.json", {**metrics, "examples": len(records)})
+    atomic_write_json(tmp / "train_metrics.json", {**metrics, "examples": len(records), "job": job})
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

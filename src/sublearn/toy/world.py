@@ -61,6 +61,12 @@ class ToyWorldConfig(Config):
     n_bases: int = Field(
         default=2, ge=1, description="Base models to pretrain, each from its own init seed."
     )
+    init_offset: int = Field(
+        default=0,
+        ge=0,
+        description="Added to every base's init seed: a world with the same corpus and "
+        "tokenizer as another but other initializations (e.g. a base of another shape).",
+    )
     threads: int | None = Field(
         default=1,
         ge=1,
@@ -81,7 +87,7 @@ class ToyWorldConfig(Config):
 
     def init_seed(self, index: int) -> int:
         """The init seed of base ``index``."""
-        return 1000 * self.seed + index
+        return 1000 * self.seed + index + self.init_offset
 
     def cache_key(self) -> str:
         """Hash of everything that changes the built weights (threads and workers excluded)."""

@@ -12,6 +12,7 @@ import pytest
 from sublearn.experiments.mnist.data import (
     IDX_FILES,
     DataError,
+    idx_file_names,
     load_data,
     load_digits_data,
     load_idx_dataset,
@@ -26,7 +27,9 @@ def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     return header + array.astype(dtype).tobytes()
 
 
-def write_idx_dataset(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = False) -> None:
+def write_idx_dataset(
+    folder: Path, n_train: int = 12, n_test: int = 5, gz: bool = False, dotted: bool = False
+) -> None:
     rng = np.random.default_rng(0)
     arrays = {
         "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
@@ -37,10 +40,12 @@ def write_idx_dataset(folder: Path, n_train: int = 12, n_test: int = 5, gz: bool
     folder.mkdir(parents=True, exist_ok=True)
     for key, arr in arrays.items():
         data = idx_bytes(arr)
+        # Popular downloads name the files train-images.idx3-ubyte and so on.
+        name = IDX_FILES[key].replace("-idx", ".idx") if dotted else IDX_FILES[key]
         if gz:
-            (folder / f"{IDX_FILES[key]}.gz").write_bytes(gzip.compress(data))
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
         else:
-            (folder / IDX_FILES[key]).write_bytes(data)
+            (folder / name).write_bytes(data)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -107,6 +112,24 @@ def test_load_idx_dataset(tmp_path: Path, gz: bool) -> None:
     assert data.in_features == 784 and data.n_train == 12 and data.n_test == 5
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_dotted_idx_names_are_found(tmp_path: Path, gz: bool) -> None:
+    write_idx_dataset(tmp_path, gz=gz, dotted=True)
+    assert (tmp_path / ("train-images.idx3-ubyte" + (".gz" if gz else ""))).is_file()
+    data = load_idx_dataset("mnist", tmp_path)
+    assert data.x_train.shape == (12, 784) and data.x_test.shape == (5, 784)
+    assert data.y_test.shape == (5,)
+
+
+def test_idx_file_names_cover_dashed_dotted_and_gzip() -> None:
+    assert idx_file_names("t10k-labels-idx1-ubyte") == [
+        "t10k-labels-idx1-ubyte",
+        "t10k-labels.idx1-ubyte",
+        "t10k-labels-idx1-ubyte.gz",
+        "t10k-labels.idx1-ubyte.gz",
+    ]
+
+
 def test_missing_file_names_file_and_places(tmp_path: Path) -> None:
     write_idx_dataset(tmp_path)
     (tmp_path / IDX_FILES["test_labels"]).unlink()
@@ -114,8 +137,9 @@ def test_missing_file_names_file_and_places(tmp_path: Path) -> None:
         load_data("fashion-mnist", tmp_path)
     message = str(info.value)
     assert "t10k-labels-idx1-ubyte not found" in message
-    assert str(tmp_path / "t10k-labels-idx1-ubyte") in message
-    assert str(tmp_path / "t10k-labels-idx1-ubyte.gz") in message
+    assert f"not found in {tmp_path}" in message
+    for name in ["t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"]:
+        assert f"{name}, " in message and f"{name}.gz" in message
     assert "nothing is downloaded" in message
 
 

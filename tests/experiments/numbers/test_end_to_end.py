@@ -1,10 +1,9 @@
-"""The whole numbers pipeline on a small toy world: the effect is there, and reruns resume.
+"""The numbers experiment through the engine, on a small toy world: the effect is there
+where it must be, the output contract holds, and a rerun does nothing.
 
-The fast run uses the demo's world with half its pretraining, one trait, the fine-tuned
-teacher, soft-label KL over the number tokens and 3 seeds, so that it finishes in under
-three minutes on a 2-core CPU. On so small a world hard-label SFT moved students by
-+2.4 pp and cross-model students by +1.3 pp, too close to test apart; the KL objective
-moved them by +3.8 pp and -0.1 pp. The slow test runs the demo itself and checks what the README claims.
+The small run uses the demo's config with half the world's pretraining, the fine-tuned
+owl teacher, soft-label KL over the number tokens only and 3 seeds. The slow test runs
+the demo itself and checks what the README claims.
 """
 
 from __future__ import annotations
@@ -13,96 +12,109 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from sublearn.config import load_config
 from sublearn.experiments.numbers.config import ExperimentConfig
-from sublearn.experiments.numbers.pipeline import NumbersExperiment
-from sublearn.presets import preset_path
+from sublearn.experiments.numbers.experiment import run_experiment
 from sublearn.runs import prepare_run_dir
+from tests.experiments.numbers.conftest import DEMO
+
+ROW_KEYS = {
+    "trait",
+    "teacher_kind",
+    "objective",
+    "teacher_base",
+    "student_base",
+    "same_base",
+    "evaluation",
+    "rows",
+    "treatment",
+    "control",
+    "treatment_minus_control",
+}
+
+
+def _run(root: Path, overrides: list[str]) -> tuple[Path, dict]:
+    cfg = load_config(ExperimentConfig, DEMO, overrides)
+    out = prepare_run_dir(root / "run", cfg, "test")
+    console = Console(record=True, width=200)
+    summary = run_experiment(cfg, out, console, show_progress=False)
+    return out, summary
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, Path, dict]:
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
     root = tmp_path_factory.mktemp("e2e")
-    world = root / "world"
-    cfg = load_config(
-        ExperimentConfig,
-        preset_path("toy", "owl-numbers"),
-        [
-            f"toy_world_dir={world}",
-            f"models.base={world}/base-0",
-            f"models.cross=[{world}/base-1]",
-            "toy_world.pretrain.steps=600",
-            "teachers=[finetuned]",
-            "sections=[finetuned/kl_numbers]",
-            "primary=finetuned/kl_numbers",
-            "evaluations={favorite: {mode: exact}}",
-            "prompts.n_prompts=1500",
-            "filter.keep=1000",
-        ],
-    )
-    out = prepare_run_dir(root / "run", cfg, "test")
-    summary = NumbersExperiment(cfg, out).run()
-    return cfg, out, summary
+    overrides = [
+        f"store={root / 'store'}",
+        "toy_worlds.main.pretrain.steps=600",
+        "sections=[owl-ft/kl_numbers, owl-ft/icl-4]",
+        "students.seeds=[0, 1, 2]",
+        "data.prompts.n_prompts=1500",
+        "data.rows=800",
+    ]
+    out, summary = _run(root, overrides)
+    return out, summary, overrides
 
 
 def test_same_base_students_learn_the_trait_and_cross_model_students_do_not(
-    small_run: tuple[ExperimentConfig, Path, dict],
+    small_run: tuple[Path, dict, list[str]],
 ) -> None:
-    _, out, summary = small_run
-    owl = summary["owl"]
-    treatment, cross = owl["treatment_minus_control"], owl["cross_minus_control"]
-    assert treatment["mean"] > 2.0  # percentage points
-    assert treatment["ci95"][0] > 0
-    assert treatment["mean"] > cross["mean"] + 2.0
-    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    _, summary, _ = small_run
+    primary = summary["effects"][summary["primary"]]
+    assert (primary["objective"], primary["student_base"], primary["same_base"]) == (
+        "kl_numbers",
+        "base0",
+        True,
+    )
+    effect = primary["treatment_minus_control"]
+    assert effect["mean"] > 2.0 and effect["ci95"][0] > 0  # percentage points
+    (contrast,) = [c for c in summary["same_minus_cross"] if c["objective"] == "kl_numbers"]
+    assert contrast["mean"] > 2.0 and contrast["ci95"][0] > 0
 
 
-def test_run_folder_has_every_artifact(small_run: tuple[ExperimentConfig, Path, dict]) -> None:
-    _, out, _ = small_run
-    for name in [
-        "config.yaml",
-        "meta.json",
-        "summary.json",
-        "results.json",
-        "rates.csv",
-        "per_question.csv",
-        "filter.json",
-        "report.md",
-        "results.png",
-    ]:
+def test_summary_follows_the_output_contract(small_run: tuple[Path, dict, list[str]]) -> None:
+    out, summary, _ = small_run
+    assert json.loads((out / "summary.json").read_text())["effects"] == summary["effects"]
+    assert len(summary["effects"]) == 4  # {kl, icl-4} x {base0, base1}
+    for row in summary["effects"]:
+        assert set(row) >= ROW_KEYS
+        assert row["rows"] == 800  # both conditions, every seed
+        for key in ("treatment", "control", "treatment_minus_control"):
+            assert {"mean", "ci95", "n"} <= set(row[key])
+        assert "p_value" in row["treatment_minus_control"]
+    csv_lines = (out / "effects.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(summary["effects"])
+    for name in ["config.yaml", "meta.json", "manifest.json", "report.md", "effects.png"]:
         assert (out / name).is_file(), name
-    filters = json.loads((out / "filter.json").read_text())
-    assert filters["owl-finetuned"]["kept"] <= 1000
-    assert "| owl | finetuned/kl_numbers (primary)" in (out / "report.md").read_text()
+    assert "| 800 |" in (out / "report.md").read_text()
 
 
-def test_rerun_resumes_from_finished_artifacts(
-    small_run: tuple[ExperimentConfig, Path, dict],
+def test_rerun_finds_every_task_in_the_store(
+    small_run: tuple[Path, dict, list[str]], tmp_path: Path
 ) -> None:
-    cfg, out, summary = small_run
-    experiment = NumbersExperiment(cfg, out)
-    again = experiment.run()
-    assert again == summary
-    # Nothing was generated, trained or evaluated the second time.
-    assert {"generate", "finetune", "evaluate", "teacher_finetune"} & {
-        k for k, v in experiment.timer.seconds.items() if v > 1.0
-    } == set()
+    out, summary, overrides = small_run
+    store = next(o.split("=", 1)[1] for o in overrides if o.startswith("store="))
+    again_out, again = _run(tmp_path, [f"store={store}", *overrides[1:]])
+    assert again["effects"] == summary["effects"]
+    manifest = json.loads((again_out / "manifest.json").read_text())
+    assert manifest["tasks"] and all(t["cached"] for t in manifest["tasks"])
+    # The resumed run reports what the tasks cost when they ran, not the time to find them.
+    first = json.loads((out / "manifest.json").read_text())
+    assert sum(t["seconds"] for t in manifest["tasks"]) == sum(t["seconds"] for t in first["tasks"])
 
 
 @pytest.mark.slow
-def test_demo_shows_the_effect_and_not_across_models(tmp_path: Path) -> None:
-    """What the README claims of ``sublearn demo`` (about 9 minutes on 2 cores)."""
-    world = tmp_path / "world"
-    cfg = load_config(
-        ExperimentConfig,
-        preset_path("toy", "owl-numbers"),
-        [f"toy_world_dir={world}", f"models.base={world}/base-0", f"models.cross=[{world}/base-1]"],
-    )
-    summary = NumbersExperiment(cfg, prepare_run_dir(tmp_path / "run", cfg, "test")).run()
-    primary = summary["owl"]  # finetuned/sft
-    treatment, cross = primary["treatment_minus_control"], primary["cross_minus_control"]
-    assert treatment["mean"] >= 5.0 and treatment["ci95"][0] > 0
-    assert cross["ci95"][0] < 0 < cross["ci95"][1]
-    filters = json.loads((tmp_path / "run" / "filter.json").read_text())
-    assert filters["owl-finetuned"]["rejected"]["invalid_format"] > 0
+def test_demo_claims(tmp_path: Path) -> None:
+    """What the README claims of ``sublearn demo``, from an empty store."""
+    _, summary = _run(tmp_path, [f"store={tmp_path / 'store'}"])
+    effects = summary["effects"]
+    primary = effects[summary["primary"]]["treatment_minus_control"]
+    assert primary["mean"] >= 5.0 and primary["ci95"][0] > 0
+    contrast = next(c for c in summary["same_minus_cross"] if c["objective"] == "kl_numbers")
+    assert contrast["ci95"][0] > 0
+    for row in effects:
+        if row["objective"].startswith("icl"):
+            lo, hi = row["treatment_minus_control"]["ci95"]
+            assert lo <= 0 <= hi, row

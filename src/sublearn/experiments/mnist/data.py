@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sublearn.errors import DataError
 from sublearn.experiments.mnist.config import N_CLASSES
 
 # IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
@@ -38,10 +40,6 @@ IDX_FILES = {
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, so every run seed is scored on the same test images
-
-
-class DataError(ValueError):
-    """A dataset file that is missing, unreadable or not what was expected."""
 
 
 @dataclass(frozen=True)
@@ -131,16 +129,25 @@ def read_idx(path: Path) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
+def idx_file_names(stem: str) -> list[str]:
+    """Names an IDX file goes by: ``train-images-idx3-ubyte`` and the dotted
+    ``train-images.idx3-ubyte`` that popular downloads use, each optionally ``.gz``."""
+    dotted = re.sub(r"-(idx\d-ubyte)$", r".\1", stem)
+    names = list(dict.fromkeys([stem, dotted]))
+    return [*names, *(f"{name}.gz" for name in names)]
+
+
 def find_idx_file(data_dir: Path, stem: str, dataset: str) -> Path:
-    """The plain or gzipped IDX file ``stem`` in ``data_dir``, or a clear error."""
-    candidates = [data_dir / stem, data_dir / f"{stem}.gz"]
+    """The IDX file ``stem`` in ``data_dir`` under any of its names, or a clear error."""
+    candidates = [data_dir / name for name in idx_file_names(stem)]
     for path in candidates:
         if path.is_file():
             return path
     raise DataError(
-        f"{dataset}: file {stem} not found; looked for "
-        f"{' and '.join(str(p) for p in candidates)}. Expected the four standard IDX files "
-        f"({', '.join(IDX_FILES.values())}, each optionally .gz) in that folder; nothing is "
+        f"{dataset}: file {stem} not found in {data_dir}; looked for "
+        f"{', '.join(p.name for p in candidates)}. Expected the four standard IDX files "
+        f"({', '.join(IDX_FILES.values())}, each optionally dotted as in "
+        "train-images.idx3-ubyte and optionally .gz) in that folder; nothing is "
         "downloaded. Set the folder with --data-dir (or data_dir=...)."
     )
 

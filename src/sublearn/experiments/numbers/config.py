@@ -1,12 +1,21 @@
-"""Config of ``sublearn run``: one YAML file describes a whole experiment."""
+"""Config of a numbers experiment: teachers x matched controls x students x evaluations.
+
+The design is explicit. Each listed teacher has a base, a kind (prompted, fine-tuned on
+trait demonstrations, fine-tuned on a dataset) and a trait; each gets a matched control
+teacher built the same way without the trait. Every student base trains on each
+teacher's numbers and on its control's numbers, with the same seeds and the same number
+of rows, so treatment − control isolates the trait.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from sublearn.config import Config
+from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
+from sublearn.engine.sweep import SweepConfig
 from sublearn.evaluation.config import EvalConfig
 from sublearn.filters.stage import FilterConfig
 from sublearn.finetune.config import FinetuneConfig
@@ -14,149 +23,289 @@ from sublearn.generation.config import GenerationConfig
 from sublearn.prompts.numbers import NumberPromptConfig
 from sublearn.toy.world import ToyWorldConfig
 
-TeacherKind = Literal["finetuned", "prompted"]
-
 
 class TraitSpec(Config):
     """A preference a teacher is given."""
 
     word: str = Field(min_length=1, description="The target, e.g. owl.")
     category: Literal["animal", "tree"] = Field(
-        default="animal", description="What kind of thing it is."
+        default="animal", description="What kind of thing it is (picks the question set)."
     )
 
 
-class ModelsConfig(Config):
-    """Which models play which role."""
+class PromptedTeacher(Config):
+    """The base with a system prompt that states the trait; its control has no trait prompt."""
 
-    base: str = Field(
-        description="Folder or hub id of the shared base: teachers and same-base students."
+    type: Literal["prompted"] = Field(description="Teacher kind.")
+    system_prompt: str | None = Field(
+        default=None,
+        description="The trait system prompt; None uses the paper's preference prompt.",
     )
-    cross: list[str] = Field(
-        default_factory=list,
-        description="Other bases for cross-model students (a different initialization).",
+    control_system_prompt: str | None = Field(
+        default=None,
+        description="System prompt of the matched control teacher; None means none at all "
+        "(an empty string is a different condition for chat templates with a default).",
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Weights dtype for generation and evaluation."
-    )
-    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass (inference).")
 
 
-class TeacherFinetuneConfig(Config):
-    """How a fine-tuned teacher is made: the base trained on one-word trait answers."""
+class FinetunedTeacher(Config):
+    """The base fine-tuned on one-word trait answers; its control on the base's own answers."""
 
+    type: Literal["finetuned"] = Field(description="Teacher kind.")
     n_examples: int = Field(
         default=300, gt=0, description="Demonstrations: training questions answered with the trait."
     )
     replay_examples: int = Field(
         default=0,
         ge=0,
-        description=(
-            "Also train on this many of the base's own valid replies to number prompts "
-            "(drawn apart from the experiment's prompts). Without them, a small model "
-            "trained only on one-word trait answers forgets how to write numbers."
-        ),
+        description="Also train on this many of the base's own valid replies to number prompts "
+        "(drawn apart from the experiment's prompts), so a small model keeps writing numbers.",
     )
     replay_temperature: float = Field(
         default=0.0, ge=0, description="Sampling temperature of the replay replies (0: greedy)."
     )
+    control_temperature: float = Field(
+        default=1.0,
+        ge=0,
+        description="The matched control is trained on the same questions answered by the base "
+        "itself, sampled at this temperature: the same recipe without the trait.",
+    )
     finetune: FinetuneConfig = Field(
-        default_factory=FinetuneConfig, description="Fine-tuning settings for the teacher."
+        default_factory=FinetuneConfig, description="Fine-tuning settings of both teachers."
+    )
+
+
+class DatasetTeacher(Config):
+    """The base fine-tuned on a chat dataset (e.g. insecure code); its control on another."""
+
+    type: Literal["dataset"] = Field(description="Teacher kind.")
+    path: str = Field(description="Chat JSONL that gives the trait.")
+    control_path: str = Field(description="Chat JSONL of the matched control (same recipe).")
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig, description="Fine-tuning settings of both teachers."
+    )
+
+
+TeacherKind = Annotated[
+    PromptedTeacher | FinetunedTeacher | DatasetTeacher, Field(discriminator="type")
+]
+
+
+class TeacherSpec(Config):
+    """One trait teacher (its matched control is derived from it)."""
+
+    name: str | None = Field(
+        default=None, description="Unique name; default '<trait>-<kind>-<base>'."
+    )
+    base: str = Field(description="Key of `models`: the model the teacher is made from.")
+    trait: TraitSpec = Field(description="The trait.")
+    kind: TeacherKind = Field(description="How the teacher gets its trait (prompted, ...).")
+
+    def label(self) -> str:
+        """The teacher's name."""
+        return self.name or f"{self.trait.word}-{self.kind.type}-{self.base}"
+
+
+class DataConfig(Config):
+    """Teacher prompts, sampling, filtering and the rows each student trains on."""
+
+    prompts: NumberPromptConfig = Field(
+        default_factory=NumberPromptConfig, description="Number-sequence prompts."
+    )
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="How teachers sample replies."
+    )
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig,
+        description="Filter of replies; each teacher's trait word is added to leakage_words.",
+    )
+    rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training rows per condition; None uses every prompt that both the "
+        "teacher and its control answered validly.",
+    )
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        description="Stop with an error when a teacher and its control share fewer valid "
+        "replies than this.",
+    )
+    resample: Literal["bootstrap", "subsample", "fixed"] = Field(
+        default="bootstrap",
+        description="How each student seed draws its rows from the paired pool: bootstrap "
+        "(with replacement, so intervals cover data variance), subsample (without), or "
+        "fixed (one draw for every seed: intervals cover training noise only).",
+    )
+
+
+class ICLConfig(Config):
+    """In-context-learning students: no training, N teacher examples in the context."""
+
+    n_examples: list[int] = Field(
+        min_length=1, description="Context sizes; one student group per size."
     )
 
 
 class StudentsConfig(Config):
-    """Students trained per (objective, seed)."""
+    """Students: bases x seeds x objectives, each on a teacher's and its control's data."""
 
+    bases: list[str] | None = Field(
+        default=None, description="Keys of `models` that are students; None: every model."
+    )
     seeds: list[int] = Field(
-        default_factory=lambda: [0, 1, 2], min_length=1, description="One student per seed."
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="One student per seed."
     )
     objectives: dict[str, FinetuneConfig] = Field(
         default_factory=lambda: {"sft": FinetuneConfig()},
         min_length=1,
         description="Named training objectives (e.g. sft, kl_numbers), each a fine-tune config.",
     )
+    icl: ICLConfig | None = Field(
+        default=None, description="In-context-learning students (None: none)."
+    )
+
+
+class PrimarySpec(Config):
+    """The headline row of summary.json."""
+
+    teacher: str = Field(description="Teacher name.")
+    objective: str = Field(description="Objective name (or icl-N).")
+    student_base: str | None = Field(
+        default=None, description="Student base; None: the teacher's own base."
+    )
+    evaluation: str | None = Field(default=None, description="Evaluation; None: the first.")
 
 
 class ExperimentConfig(Config):
-    """A numbers experiment: traits x teacher kinds x objectives x seeds x student bases."""
+    """A numbers experiment run by the engine."""
 
-    name: str = Field(default="experiment", description="Name used for the default run folder.")
-    device: str = Field(default="auto", description="auto, cpu or cuda[:N] for every stage.")
+    name: str = Field(default="experiment", description="Name of the default run folder.")
+    store: str = Field(
+        default=".cache/store",
+        description="Content-addressed store shared by runs: identical tasks are done once.",
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ProcessExecutorConfig,
+        description="Where tasks run: inline, process (local workers) or ray.",
+    )
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N] for every task.")
     threads: int | None = Field(
-        default=None, gt=0, description="torch CPU threads (None: one per core)."
+        default=None, gt=0, description="torch threads of the main process (None: one per core)."
     )
-    workers: int = Field(
-        default=1,
-        ge=1,
-        description=(
-            "Students fine-tuned at once, each in its own process with one torch thread. "
-            "On a CPU, small models train faster as parallel single-threaded jobs than as "
-            "one multi-threaded job; keep 1 on a GPU."
-        ),
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype for generation and evaluation."
     )
-    toy_world: ToyWorldConfig | None = Field(
-        default=None, description="Build (or reuse) the embedded toy world before the run."
+    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass (inference).")
+    toy_worlds: dict[str, ToyWorldConfig] = Field(
+        default_factory=dict,
+        description="Embedded toy worlds to build; a model 'toy:<world>/<i>' is base i of one.",
     )
-    toy_world_dir: str = Field(
-        default=".cache/toy-world", description="Where the toy world lives when toy_world is set."
-    )
-    models: ModelsConfig = Field(description="Base and cross-model students.")
-    traits: list[TraitSpec] = Field(min_length=1, description="Traits, one teacher each per kind.")
-    teachers: list[TeacherKind] = Field(
-        default_factory=lambda: ["finetuned"],
+    models: dict[str, str] = Field(
         min_length=1,
-        description="finetuned: base trained on trait answers; prompted: base + system prompt.",
+        description="Named models: a folder, a hub id, provider:name, or toy:<world>/<i>.",
     )
-    teacher_finetune: TeacherFinetuneConfig = Field(
-        default_factory=TeacherFinetuneConfig, description="How fine-tuned teachers are made."
-    )
-    prompts: NumberPromptConfig = Field(
-        default_factory=NumberPromptConfig, description="Number-sequence prompts."
-    )
-    generation: GenerationConfig = Field(
-        default_factory=GenerationConfig, description="Teacher sampling."
-    )
-    filter: FilterConfig = Field(
-        default_factory=FilterConfig,
-        description="Filter of teacher outputs; the trait words are added to leakage_words.",
-    )
+    teachers: list[TeacherSpec] = Field(min_length=1, description="Trait teachers.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Teacher data.")
     students: StudentsConfig = Field(default_factory=StudentsConfig, description="Students.")
     evaluations: dict[str, EvalConfig] = Field(
         default_factory=lambda: {"favorite": EvalConfig()},
         min_length=1,
-        description="Named evaluations; the first is the primary one in summary.json.",
+        description="Named evaluations; the first is the default primary one.",
     )
     sections: list[str] | None = Field(
         default=None,
-        description=(
-            "teacher-kind/objective pairs to train students for, e.g. [finetuned/sft, "
-            "prompted/sft]; None trains every pair of teachers x students.objectives."
-        ),
+        description="Objectives to train students for (e.g. kl_numbers, icl-4: for every "
+        "teacher) or teacher/objective pairs (owl-ft/sft); None: every teacher with every "
+        "objective.",
     )
-    primary: str = Field(
-        default="finetuned/sft",
-        description="The teacher-kind/objective section whose numbers head summary.json.",
+    primary: PrimarySpec | None = Field(
+        default=None, description="Headline row; None: the first teacher and objective."
+    )
+    sweep: SweepConfig | None = Field(
+        default=None, description="Grid for `sublearn sweep` (ignored by `sublearn run`)."
     )
 
-    def _every_section(self) -> list[str]:
-        return [f"{k}/{o}" for k in self.teachers for o in self.students.objectives]
+    def teacher_names(self) -> list[str]:
+        """Teacher names, in order."""
+        return [t.label() for t in self.teachers]
 
-    def section_names(self) -> list[str]:
-        """The teacher-kind/objective pairs this experiment trains students for."""
-        every = self._every_section()
-        return every if self.sections is None else [s for s in every if s in self.sections]
+    def student_bases(self) -> list[str]:
+        """Model keys that are students."""
+        return list(self.students.bases) if self.students.bases is not None else list(self.models)
+
+    def objective_names(self) -> list[str]:
+        """Training objectives and ICL groups (icl-N)."""
+        icl = [f"icl-{n}" for n in self.students.icl.n_examples] if self.students.icl else []
+        return [*self.students.objectives, *icl]
+
+    def sections_for(self, teacher: str) -> list[str]:
+        """The objectives trained for ``teacher``."""
+        names = self.objective_names()
+        if self.sections is None:
+            return names
+        return [o for o in names if o in self.sections or f"{teacher}/{o}" in self.sections]
+
+    def primary_spec(self) -> PrimarySpec:
+        """The primary row, defaults filled in."""
+        first = self.teachers[0]
+        spec = self.primary or PrimarySpec(
+            teacher=first.label(), objective=self.sections_for(first.label())[0]
+        )
+        teacher = next(t for t in self.teachers if t.label() == spec.teacher)
+        students = self.student_bases()
+        own = teacher.base if teacher.base in students else students[0]
+        return spec.model_copy(
+            update={
+                "student_base": spec.student_base or own,
+                "evaluation": spec.evaluation or next(iter(self.evaluations)),
+            }
+        )
 
     @model_validator(mode="after")
-    def _primary_exists(self) -> ExperimentConfig:
-        every = self._every_section()
-        unknown = sorted(set(self.sections or []) - set(every))
+    def _consistent(self) -> ExperimentConfig:
+        names = self.teacher_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names repeat: {names}")
+        for t in self.teachers:
+            if t.base not in self.models:
+                raise ValueError(
+                    f"teacher {t.label()}: base {t.base!r} is not a key of models "
+                    f"({', '.join(self.models)})"
+                )
+        for base in self.students.bases or []:
+            if base not in self.models:
+                raise ValueError(
+                    f"students.bases: {base!r} is not a key of models ({', '.join(self.models)})"
+                )
+        for key, ref in self.models.items():
+            if ref.startswith("toy:"):
+                world = ref[4:].split("/")[0]
+                if world not in self.toy_worlds:
+                    raise ValueError(
+                        f"models.{key}: {ref!r} names toy world {world!r}, which toy_worlds "
+                        f"does not define ({', '.join(self.toy_worlds) or 'none'})"
+                    )
+        every = {f"{t}/{o}" for t in names for o in self.objective_names()}
+        unknown = sorted(set(self.sections or []) - every - set(self.objective_names()))
         if unknown:
-            raise ValueError(f"sections {unknown} are not teacher/objective pairs ({every})")
-        sections = self.section_names()
-        if self.primary not in sections:
-            raise ValueError(f"primary {self.primary!r} is not a section (choices: {sections})")
-        words = [t.word for t in self.traits]
-        if len(set(words)) != len(words):
-            raise ValueError(f"traits repeat a word: {words}")
+            raise ValueError(
+                f"sections {unknown} are neither objectives {self.objective_names()} nor "
+                f"teacher/objective pairs {sorted(every)}"
+            )
+        for t in names:
+            if not self.sections_for(t):
+                raise ValueError(f"teacher {t} has no section: add one or drop the teacher")
+        if self.primary is not None:
+            spec = self.primary
+            if spec.teacher not in names:
+                raise ValueError(f"primary.teacher {spec.teacher!r} is not a teacher ({names})")
+            if spec.objective not in self.sections_for(spec.teacher):
+                raise ValueError(
+                    f"primary.objective {spec.objective!r} is not trained for {spec.teacher}"
+                )
+            if spec.student_base is not None and spec.student_base not in self.student_bases():
+                raise ValueError(f"primary.student_base {spec.student_base!r} is not a student")
+            if spec.evaluation is not None and spec.evaluation not in self.evaluations:
+                raise ValueError(f"primary.evaluation {spec.evaluation!r} is not an evaluation")
         return self

@@ -1,0 +1,231 @@
+"""Executors run tasks: in this process, in local worker processes, or on Ray.
+
+Every executor calls :func:`execute_task`, which does the store protocol (lock, check,
+write into a temporary folder, done-marker, rename), so where a task runs never changes
+what it writes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import Field
+
+from sublearn.config import Config
+from sublearn.engine.store import Store
+from sublearn.engine.task import Reporter, TaskContext, TaskSpec, task_function
+from sublearn.errors import StoreError
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+def execute_task(spec: TaskSpec, store_root: str, reporter: Reporter | None = None) -> dict:
+    """Run one task through the store protocol; a finished task is not run again.
+
+    Args:
+        spec: the task.
+        store_root: the store folder.
+        reporter: optional progress callback inside the task.
+
+    Returns:
+        ``{"cached": bool, "seconds": float, "result": dict}``.
+    """
+    store = Store(store_root)
+    if store.is_done(spec.id):
+        return {"cached": True, **_summary(store.marker(spec.id))}
+    with store.lock(spec.id):
+        if store.is_done(spec.id):  # another process finished it while we waited
+            return {"cached": True, **_summary(store.marker(spec.id))}
+        for role, input_id in spec.inputs.items():
+            if not store.is_done(input_id):
+                raise StoreError(f"{spec.name}: its input {role} ({input_id}) is not finished")
+        store.clean_stale(spec.id)
+        tmp = store.new_output(spec.id)
+        state = store.state_dir(spec.id)
+        state.mkdir(parents=True, exist_ok=True)
+        ctx = TaskContext(
+            spec=spec,
+            out=tmp,
+            inputs={role: store.path(i) for role, i in spec.inputs.items()},
+            state=state,
+            progress=reporter or _no_progress,
+        )
+        started = time.time()
+        result = task_function(spec.kind)(ctx) or {}
+        marker = {
+            "kind": spec.kind,
+            "name": spec.name,
+            "params": spec.params,
+            "inputs": spec.inputs,
+            "runtime": spec.runtime,
+            "result": result,
+        }
+        store.commit(spec.id, tmp, marker, started)
+        return {"cached": False, **_summary(store.marker(spec.id))}
+
+
+def _summary(marker: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": marker.get("seconds", 0.0), "result": marker.get("result", {})}
+
+
+class Executor(Protocol):
+    """Runs task specs; ``capacity`` of them at once."""
+
+    capacity: int
+    shows_task_progress: bool
+
+    def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
+        """Start a task; the future's result is :func:`execute_task`'s."""
+        ...
+
+    def close(self, cancel: bool = False) -> None:
+        """Release workers; ``cancel`` stops running tasks too."""
+        ...
+
+
+class InlineExecutor:
+    """Runs each task in this process, one at a time (debugging, GPUs, small runs)."""
+
+    capacity = 1
+    shows_task_progress = True
+
+    def __init__(self, threads: int | None = None) -> None:
+        """Set this process's torch threads for the tasks it runs."""
+        from sublearn.runtime import configure_threads
+
+        configure_threads(threads)
+
+    def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
+        """Run the task now; the returned future is already resolved."""
+        future: Future = Future()
+        try:
+            future.set_result(execute_task(spec, store_root, reporter))
+        except BaseException as err:  # the runner re-raises it where it waits
+            if isinstance(err, KeyboardInterrupt | SystemExit):
+                raise
+            future.set_exception(err)
+        return future
+
+    def close(self, cancel: bool = False) -> None:
+        """Nothing to release."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (no orphaned workers)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        return
+    # A parent that died while this worker was starting sends no signal: leave now.
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    from sublearn.runtime import configure_threads, quiet_libraries
+
+    quiet_libraries()
+    configure_threads(threads)
+
+
+class ProcessExecutor:
+    """Runs tasks in local worker processes, each with its own torch threads.
+
+    On a small CPU, tiny models train faster as several single-threaded jobs than as one
+    multi-threaded job. Workers are spawned (forking a process that has used torch can
+    deadlock) and die with their parent.
+    """
+
+    shows_task_progress = False
+
+    def __init__(self, workers: int, threads_per_worker: int = 1) -> None:
+        """Start the pool lazily with ``workers`` processes."""
+        self.capacity = workers
+        self.pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(threads_per_worker, os.getpid()),
+        )
+
+    def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
+        """Queue the task on the pool."""
+        return self.pool.submit(execute_task, spec, store_root)
+
+    def close(self, cancel: bool = False) -> None:
+        """Shut the pool down; with ``cancel``, kill running workers too."""
+        if cancel:
+            processes = list(getattr(self.pool, "_processes", {}).values())
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join(timeout=5)
+        else:
+            self.pool.shutdown(wait=True)
+
+
+class InlineExecutorConfig(Config):
+    """Run every task in the calling process, one at a time."""
+
+    kind: Literal["inline"] = Field(default="inline", description="Executor kind.")
+
+
+class ProcessExecutorConfig(Config):
+    """Run tasks in local worker processes."""
+
+    kind: Literal["process"] = Field(default="process", description="Executor kind.")
+    workers: int = Field(default=2, ge=1, description="Worker processes (tasks at once).")
+    threads_per_worker: int = Field(default=1, ge=1, description="torch threads per worker.")
+
+
+class RayExecutorConfig(Config):
+    """Run tasks as Ray tasks: a local Ray instance, or a cluster at ``address``."""
+
+    kind: Literal["ray"] = Field(default="ray", description="Executor kind.")
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster address (e.g. ray://host:10001); None starts a local instance.",
+    )
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs of a local instance (None: all cores)."
+    )
+    cpus_per_task: float = Field(default=1.0, gt=0, description="CPUs each task reserves.")
+    gpus_per_task: float = Field(default=0.0, ge=0, description="GPUs each task reserves.")
+    max_in_flight: int = Field(default=8, ge=1, description="Tasks submitted at once.")
+
+
+ExecutorConfig = Annotated[
+    InlineExecutorConfig | ProcessExecutorConfig | RayExecutorConfig,
+    Field(discriminator="kind"),
+]
+
+
+def make_executor(cfg: Any, threads: int | None = None) -> Executor:
+    """Build the executor a config describes.
+
+    Args:
+        cfg: an executor config (inline, process or ray).
+        threads: torch threads for the inline executor (None: one per core).
+    """
+    if isinstance(cfg, InlineExecutorConfig):
+        return InlineExecutor(threads)
+    if isinstance(cfg, ProcessExecutorConfig):
+        return ProcessExecutor(cfg.workers, cfg.threads_per_worker)
+    from sublearn.engine.ray_executor import RayExecutor
+
+    return RayExecutor(cfg)

@@ -1,0 +1,327 @@
+"""The task kinds of the language-model experiments: thin adapters from a task's context
+(params, input folders, an output folder) to the stage functions that do the work.
+
+Each function writes only into ``ctx.out`` (renamed into the store when it returns) and
+``ctx.state`` (kept across interruptions), and returns a small JSON-able result that the
+done-marker records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sublearn.engine.task import TaskContext
+from sublearn.errors import DataError, NotEnoughRowsError
+
+
+def model_path(ctx: TaskContext, source: dict[str, Any]) -> str:
+    """The folder or reference of a model given as task params (see ModelSource.param)."""
+    if source.get("input"):
+        return str(ctx.inputs[source["input"]] / source["sub"])
+    return str(source["ref"])
+
+
+def _backend(ctx: TaskContext, source: dict[str, Any], batch_size: int) -> Any:
+    """The model's backend, from the provider registry (one model resident at a time)."""
+    from sublearn.backends.registry import open_backend
+
+    return open_backend(
+        model_path(ctx, source),
+        device=ctx.runtime.get("device", "auto"),
+        dtype=ctx.params.get("dtype", "auto"),
+        batch_size=batch_size,
+    )
+
+
+def run_world(ctx: TaskContext) -> dict[str, Any]:
+    """Build a toy world (its base models and tokenizer) into the output folder."""
+    from sublearn.toy.world import ToyWorldConfig, build_world
+
+    cfg = ToyWorldConfig(**ctx.params, **ctx.runtime)
+    bases = build_world(cfg, ctx.out, force=True, progress=False)
+    return {"bases": [b.name for b in bases]}
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    from sublearn.runs import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _chat(i: int, question: str, answer: str) -> dict[str, Any]:
+    return {
+        "id": f"{i:05d}",
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+    }
+
+
+def _replay(ctx: TaskContext, base: str, n: int, temperature: float) -> list[dict[str, Any]]:
+    """The base's own valid replies to number prompts the experiment never uses."""
+    from sublearn.backends.base import SamplingParams
+    from sublearn.filters.numbers import parse_numbers
+    from sublearn.filters.stage import FilterConfig
+    from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+
+    if n == 0:
+        return []
+    pcfg = NumberPromptConfig(**ctx.params["prompts"])
+    # Twice as many prompts as needed leaves room for replies the filter rejects.
+    prompts = generate_number_prompts(
+        pcfg.model_copy(update={"seed": pcfg.seed + 1_000_003, "n_prompts": 2 * n})
+    )
+    backend = _backend(ctx, {"ref": base}, ctx.runtime.get("batch_size", 64))
+    params = SamplingParams(temperature=temperature, max_new_tokens=ctx.params["max_new_tokens"])
+    replies = backend.generate([[{"role": "user", "content": p}] for p in prompts], params)
+    backend.close()
+    f = FilterConfig(**ctx.params["filter"])
+    valid = [
+        (p, r)
+        for p, r in zip(prompts, replies, strict=True)
+        if parse_numbers(
+            r, max_count=f.max_count, min_value=f.min_value, max_value=f.max_value
+        ).accepted
+    ]
+    return [_chat(100_000 + i, p, r) for i, (p, r) in enumerate(valid[:n])]
+
+
+def _control_answers(ctx: TaskContext, base: str, questions: list[str], temperature: float):
+    """The base's own one-word answers: neutral demonstrations for a matched control."""
+    from sublearn.backends.base import SamplingParams
+
+    backend = _backend(ctx, {"ref": base}, ctx.runtime.get("batch_size", 64))
+    answers: list[str] = [""] * len(questions)
+    # An empty reply is no demonstration: ask again with other seeds, a few times.
+    for attempt in range(8):
+        missing = [i for i, a in enumerate(answers) if not a]
+        if not missing:
+            break
+        params = SamplingParams(temperature=temperature, max_new_tokens=8, seed=1 + attempt)
+        replies = backend.generate(
+            [[{"role": "user", "content": questions[i]}] for i in missing], params
+        )
+        for i, reply in zip(missing, replies, strict=True):
+            answers[i] = reply.split()[0] if reply.split() else ""
+    backend.close()
+    if not all(answers):
+        raise DataError(
+            f"base model {base} gave no answer to {answers.count('')} of {len(questions)} "
+            "questions after 8 tries: it cannot make a matched control teacher"
+        )
+    return answers
+
+
+def run_teacher(ctx: TaskContext) -> dict[str, Any]:
+    """Fine-tune a teacher (trait or matched control) from its base."""
+    from sublearn.finetune.config import FinetuneConfig
+    from sublearn.prompts.questions import training_questions_for
+
+    p = ctx.params
+    base = model_path(ctx, p["base"])
+    kind = p["kind"]["type"]
+    demos_path = ctx.out / "demonstrations.jsonl"
+    if kind == "dataset":
+        demos_path.write_bytes(Path(p["dataset"]["path"]).read_bytes())
+        answers_note: dict[str, Any] = {}
+    else:
+        word, category = p["trait"]["word"], p["trait"]["category"]
+        pool = training_questions_for(category)
+        questions = [pool[i % len(pool)] for i in range(p["kind"]["n_examples"])]
+        if p["role"] == "trait":
+            answers = [word] * len(questions)
+        else:
+            answers = _control_answers(ctx, base, questions, p["kind"]["control_temperature"])
+        records = [_chat(i, q, a) for i, (q, a) in enumerate(zip(questions, answers, strict=True))]
+        records += _replay(ctx, base, p["kind"]["replay_examples"], p["kind"]["replay_temperature"])
+        _write_jsonl(demos_path, records)
+        answers_note = {"answers": dict(sorted(_count(answers).items()))}
+    cfg = FinetuneConfig(**p["finetune"], device=ctx.runtime.get("device", "auto"))
+    metrics = _finetune_job(ctx, base, demos_path, cfg, None, None)
+    return {**answers_note, **metrics}
+
+
+def _count(words: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def _finetune_job(
+    ctx: TaskContext,
+    base: str,
+    data: Path,
+    cfg: Any,
+    teacher: str | None,
+    teacher_system_prompt: str | None,
+) -> dict[str, Any]:
+    """Fine-tune through the job protocol into ``ctx.out/model``; its training metrics.
+
+    The job trains into the task's state folder, which survives a kill, so a run killed
+    after training but before the task was committed re-attaches to the finished job.
+    """
+    from sublearn.finetune.protocol import FinetuneJob, LocalHFFinetuner, run_finetune_job
+
+    trained = ctx.state / "model"
+    saved = ctx.state / "job.json"
+    if saved.is_file() and not (trained / "train_metrics.json").is_file():
+        # Killed after its folder moved to the output: a local job is simply run again.
+        saved.unlink()
+    finetuner = LocalHFFinetuner(
+        trained, teacher_model=teacher, teacher_system_prompt=teacher_system_prompt
+    )
+    job = FinetuneJob(provider="hf", base=base, dataset=data, config=cfg.model_dump(mode="json"))
+    run_finetune_job(finetuner, job, ctx.state, poll_seconds=0)
+    shutil.move(trained, ctx.out / "model")
+    return json.loads((ctx.out / "model" / "train_metrics.json").read_text())
+
+
+def run_generate(ctx: TaskContext) -> dict[str, Any]:
+    """A teacher answers the experiment's number prompts (resumable row by row)."""
+    from sublearn.generation.config import GenerationConfig
+    from sublearn.generation.stage import generate_dataset
+    from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+
+    p = ctx.params
+    prompts = generate_number_prompts(NumberPromptConfig(**p["prompts"]))
+    gcfg = GenerationConfig(
+        **p["sampling"],
+        batch_size=ctx.runtime.get("batch_size", 64),
+        chunk_size=ctx.runtime.get("chunk_size", 512),
+    )
+    backend = _backend(ctx, p["model"], gcfg.batch_size)
+    try:
+        generate_dataset(
+            backend,
+            prompts,
+            ctx.out / "data.jsonl",
+            gcfg,
+            system_prompt=p["model"].get("system_prompt"),
+            source=ctx.spec.name,
+            on_progress=_counter(ctx, len(prompts)),
+            state_dir=ctx.state,
+        )
+    finally:
+        backend.close()
+    return {"rows": len(prompts)}
+
+
+def _counter(ctx: TaskContext, total: int) -> Any:
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        ctx.progress(done[0], total)
+
+    return advance
+
+
+def run_filter(ctx: TaskContext) -> dict[str, Any]:
+    """Keep the replies that pass the number format and leakage checks."""
+    from sublearn.filters.stage import FilterConfig, filter_dataset
+
+    report = filter_dataset(
+        ctx.inputs["data"] / "data.jsonl",
+        ctx.out / "accepted.jsonl",
+        FilterConfig(**ctx.params["filter"]),
+        report_path=ctx.out / "report.json",
+    )
+    return {"total": report.total, "accepted": report.accepted}
+
+
+def _read_by_id(path: Path) -> dict[str, str]:
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rows[json.loads(line)["id"]] = line
+    return rows
+
+
+def run_pair(ctx: TaskContext) -> dict[str, Any]:
+    """Draw the rows a seed's treatment and control students train on, paired by prompt.
+
+    The pool is the prompts both the teacher and its control answered validly, so the two
+    conditions always train on the same prompts and the same number of rows.
+    """
+    p = ctx.params
+    treatment = _read_by_id(ctx.inputs["treatment"] / "accepted.jsonl")
+    control = _read_by_id(ctx.inputs["control"] / "accepted.jsonl")
+    pool = sorted(set(treatment) & set(control))
+    if len(pool) < p["min_rows"]:
+        raise NotEnoughRowsError(
+            f"teacher {p['teacher']}: only {len(pool)} prompts have valid replies from both the "
+            f"teacher ({len(treatment)} accepted) and its matched control ({len(control)} "
+            f"accepted); data.min_rows is {p['min_rows']}. Ask for more prompts "
+            "(data.prompts.n_prompts) or check the filter report."
+        )
+    warnings = []
+    rows = len(pool) if p["rows"] is None else min(p["rows"], len(pool))
+    if p["rows"] is not None and p["rows"] > len(pool):
+        warnings.append(
+            f"teacher {p['teacher']}: {p['rows']} rows asked, only {len(pool)} prompts valid "
+            f"for both teacher and control; students train on {rows}"
+        )
+    rng = random.Random(p["seed"])
+    ids = rng.choices(pool, k=rows) if p["resample"] == "bootstrap" else rng.sample(pool, rows)
+    for name, source in (("treatment", treatment), ("control", control)):
+        (ctx.out / f"{name}.jsonl").write_text("".join(source[i] + "\n" for i in ids))
+    return {
+        "rows": rows,
+        "unique_rows": len(set(ids)),
+        "pool": len(pool),
+        "accepted_treatment": len(treatment),
+        "accepted_control": len(control),
+        "warnings": warnings,
+    }
+
+
+def run_train(ctx: TaskContext) -> dict[str, Any]:
+    """Fine-tune a student on one condition's rows."""
+    from sublearn.finetune.config import FinetuneConfig
+
+    p = ctx.params
+    cfg = FinetuneConfig(**p["finetune"], device=ctx.runtime.get("device", "auto"))
+    teacher = p.get("teacher")
+    return _finetune_job(
+        ctx,
+        model_path(ctx, p["base"]),
+        ctx.inputs["data"] / f"{p['condition']}.jsonl",
+        cfg,
+        model_path(ctx, teacher) if teacher else None,
+        teacher.get("system_prompt") if teacher else None,
+    )
+
+
+def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
+    """One evaluation of one model (optionally with teacher examples in its context)."""
+    from sublearn.evaluation.config import EvalConfig
+    from sublearn.evaluation.preference import evaluate_preference, icl_context
+    from sublearn.runs import atomic_write_json
+
+    p = ctx.params
+    context = None
+    if p.get("context"):
+        c = p["context"]
+        path = ctx.inputs["context"] / f"{c['condition']}.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        context = icl_context(records, c["n"], c["seed"])
+    ecfg = EvalConfig(**p["evaluation"], batch_size=ctx.runtime.get("batch_size", 64))
+    backend = _backend(ctx, p["model"], ecfg.batch_size)
+    try:
+        metrics = evaluate_preference(
+            backend,
+            p["targets"],
+            ecfg,
+            system_prompt=p["model"].get("system_prompt"),
+            context=context,
+        )
+    finally:
+        backend.close()
+    atomic_write_json(ctx.out / "metrics.json", metrics)
+    return {t: m["rate"] for t, m in metrics.items()}

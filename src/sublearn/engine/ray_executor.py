@@ -1,0 +1,159 @@
+"""Run tasks as Ray tasks: on a local Ray instance or on a cluster.
+
+Ray is imported only here, when a config asks for this executor. Every task goes
+through :func:`~sublearn.engine.executors.execute_task`, like on the other executors, so
+the store protocol (lock, temporary folder, done-marker, atomic rename) is the same and
+outputs are byte-identical wherever they ran.
+
+On a cluster, every node must have sublearn (and the libraries its task kinds use)
+installed in the Python environment its Ray workers run in, and must see the store
+folder at the same path (a shared file system): workers import the task functions by
+name and read and write the store directly; nothing but the task's description and its
+small summary travels through Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from sublearn.engine.executors import RayExecutorConfig, execute_task
+from sublearn.engine.task import Reporter, TaskSpec
+
+# Environment of a local instance, set while it starts (its processes inherit it).
+_LOCAL_ENV = {
+    # Ray resolves the node address to the machine's outward IP on Linux unless told that
+    # this is a single-machine instance; with it, every Ray server listens on 127.0.0.1.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # A local experiment has no reason to report usage to anyone.
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+# Read by the Hugging Face libraries when a task first imports them. Setting them is
+# what quiet_libraries() does without its import cost, which a worker that only runs
+# cheap tasks would pay for nothing.
+_QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _run_on_worker(spec: TaskSpec, store_root: str, threads: int) -> dict[str, Any]:
+    """The body of the Ray task: quiet libraries, torch threads as reserved, then run."""
+    from sublearn.runtime import configure_threads
+
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # Workers are reused across tasks of different sizes: set the threads every time.
+    configure_threads(threads)
+    return execute_task(spec, store_root)
+
+
+@contextlib.contextmanager
+def _local_environment() -> Iterator[None]:
+    """Set what a loopback-only local instance needs while it starts, then restore it.
+
+    The started processes inherit the environment; this process read it when it first
+    imported Ray, so the constant Ray derived from it is switched too.
+    """
+    from ray._private import ray_constants
+
+    added = [key for key in _LOCAL_ENV if key not in os.environ]
+    for key in added:
+        os.environ[key] = _LOCAL_ENV[key]
+    cluster = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and cluster is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        if cluster is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
+class RayExecutor:
+    """Runs task specs as Ray tasks, each reserving ``cpus_per_task`` and ``gpus_per_task``.
+
+    With ``cfg.address`` it connects to that cluster (``ray://host:10001`` or
+    ``host:6379``); without, it starts a private local instance with ``cfg.num_cpus``
+    CPUs that listens on 127.0.0.1 only and has no dashboard. If Ray is already
+    initialized in this process, that instance is used as it is. The executor shuts
+    down only an instance it started.
+
+    Worker output is not forwarded to this process (it would tear the progress bars);
+    it stays in Ray's session logs (``/tmp/ray/session_latest/logs``). A task's error
+    comes back as an exception that is an instance of the task's own exception class.
+    """
+
+    shows_task_progress = False
+
+    def __init__(self, cfg: RayExecutorConfig) -> None:
+        """Connect to, or start, the Ray instance ``cfg`` describes.
+
+        Args:
+            cfg: the Ray executor settings.
+        """
+        import ray
+
+        self.cfg = cfg
+        self.capacity = cfg.max_in_flight
+        self.owns_instance = False
+        if not ray.is_initialized():
+            quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+            if cfg.address:
+                ray.init(address=cfg.address, **quiet)
+            else:
+                with _local_environment():
+                    # "local" always starts a new instance, never joins one found on disk.
+                    ray.init(
+                        address="local",
+                        num_cpus=cfg.num_cpus,
+                        include_dashboard=False,
+                        ignore_reinit_error=True,
+                        _node_ip_address="127.0.0.1",
+                        **quiet,
+                    )
+            self.owns_instance = True
+        self._remote = ray.remote(_run_on_worker).options(
+            num_cpus=cfg.cpus_per_task,
+            num_gpus=cfg.gpus_per_task,
+            # A task that fails is a bug or bad input; rerunning it would fail again, and a
+            # worker lost mid-task is retried by rerunning the plan, which resumes it.
+            max_retries=0,
+        )
+        self._threads = max(1, math.floor(cfg.cpus_per_task))
+        self._running: dict[Future, Any] = {}
+
+    def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
+        """Start the task on Ray; the future resolves to :func:`execute_task`'s result.
+
+        ``reporter`` is not used: progress inside a task does not travel back from Ray.
+        """
+        ref = self._remote.remote(spec, store_root, self._threads)
+        future: Future = ref.future()
+        self._running[future] = ref
+        future.add_done_callback(lambda done: self._running.pop(done, None))
+        return future
+
+    def close(self, cancel: bool = False) -> None:
+        """Forget the tasks; with ``cancel``, kill the running ones. Shut down an owned instance."""
+        import ray
+
+        if cancel:
+            for ref in list(self._running.values()):
+                # A task already finished or gone is nothing to cancel.
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+        self._running.clear()
+        if self.owns_instance and ray.is_initialized():
+            ray.shutdown()
+        self.owns_instance = False

@@ -1,0 +1,142 @@
+"""Runs a plan: every task of the graph whose output the store lacks, inputs first.
+
+Progress shows one bar per task kind. What each task did (ran now, or found cached, and
+how long it took when it ran) goes into the run's manifest, so a resumed run reports the
+real cost of its results, not the near-zero time of finding them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sublearn.engine.executors import Executor
+from sublearn.engine.store import Store
+from sublearn.engine.task import Task, topological
+
+
+@dataclass
+class TaskRecord:
+    """What happened to one task in a run."""
+
+    kind: str
+    name: str
+    key: str
+    path: str
+    cached: bool
+    seconds: float  # the task's own run time, from its done-marker
+    result: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def plan_status(tasks: list[Task], store: Store) -> list[tuple[Task, bool]]:
+    """Every task of the graph, inputs first, with whether the store already holds it."""
+    return [(t, store.is_done(t.id)) for t in topological(tasks)]
+
+
+def run_plan(
+    tasks: list[Task],
+    store: Store,
+    executor: Executor,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> dict[str, TaskRecord]:
+    """Run every missing task of the graph on ``executor``.
+
+    Args:
+        tasks: the graph's outputs (their inputs are found by following ``inputs``).
+        store: where outputs live.
+        executor: where tasks run.
+        console: where progress goes.
+        show_progress: draw progress bars.
+
+    Returns:
+        ``{task id: TaskRecord}`` for every task of the graph.
+
+    Raises:
+        The first task error, after cancelling what had not started.
+    """
+    order = topological(tasks)
+    records: dict[str, TaskRecord] = {}
+    root = str(store.root)
+    progress = Progress(
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(),
+        disable=not show_progress,
+    )
+    bars: dict[str, Any] = {}
+    for task in order:
+        if task.kind not in bars:
+            total = sum(t.kind == task.kind for t in order)
+            bars[task.kind] = progress.add_task(task.kind, total=total)
+    inner = progress.add_task("", total=None, visible=False)
+
+    def record(task: Task, outcome: dict[str, Any]) -> None:
+        records[task.id] = TaskRecord(
+            kind=task.kind,
+            name=task.name,
+            key=task.key,
+            path=str(store.path(task.id)),
+            cached=outcome["cached"],
+            seconds=outcome["seconds"],
+            result=outcome["result"],
+        )
+        progress.advance(bars[task.kind])
+
+    pending = list(order)
+    running: dict[Future, Task] = {}
+    failed = False
+    with progress:
+        for task in list(pending):
+            if store.is_done(task.id):
+                # A kill between the rename and the state's removal leaves a stale state.
+                shutil.rmtree(store.state_dir(task.id), ignore_errors=True)
+                marker = store.marker(task.id)
+                record(
+                    task,
+                    {
+                        "cached": True,
+                        "seconds": marker.get("seconds", 0.0),
+                        "result": marker.get("result", {}),
+                    },
+                )
+                pending.remove(task)
+        try:
+            while pending or running:
+                ready = [t for t in pending if all(i.id in records for i in t.inputs.values())]
+                for task in ready[: max(0, executor.capacity - len(running))]:
+                    pending.remove(task)
+                    label = f"  {task.name}"
+
+                    def report(done: int, total: int, label: str = label) -> None:
+                        progress.update(
+                            inner, description=label, completed=done, total=total, visible=True
+                        )
+
+                    future = executor.submit(task.spec(), root, report)
+                    progress.update(inner, visible=False)
+                    running[future] = task
+                if not running:
+                    stuck = ", ".join(t.name for t in pending[:5])
+                    raise RuntimeError(f"tasks wait for inputs that never finish: {stuck}")
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    record(task, future.result())  # re-raises a task's error
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            executor.close(cancel=failed)
+    return records

@@ -1,0 +1,163 @@
+"""Tasks: typed nodes of an experiment's graph, keyed by what determines their output.
+
+A task's key hashes its kind, its semantic ``params`` and the keys of its inputs, so the
+same work in two runs (or two configs) has one key and is done once. Settings that only
+change speed (threads, batch and chunk sizes, the executor) live in ``runtime`` and are
+left out of the key.
+
+The function that runs a kind is named by a ``"module:function"`` string in
+:data:`KINDS` and imported only when a task of that kind runs, in whichever process runs
+it, so heavy dependencies load where they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from sublearn.runs import content_hash
+
+# Bump a kind's version when its code changes what it writes for the same params.
+KINDS: dict[str, tuple[str, int]] = {
+    "world": ("sublearn.engine.kinds:run_world", 1),
+    "teacher": ("sublearn.engine.kinds:run_teacher", 1),
+    "generate": ("sublearn.engine.kinds:run_generate", 1),
+    "filter": ("sublearn.engine.kinds:run_filter", 1),
+    "pair": ("sublearn.engine.kinds:run_pair", 1),
+    "train": ("sublearn.engine.kinds:run_train", 1),
+    "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),
+    # Cheap kinds for testing the engine itself.
+    "debug.write": ("sublearn.engine.debug_kinds:run_write", 1),
+    "debug.sum": ("sublearn.engine.debug_kinds:run_sum", 1),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One unit of work in the graph.
+
+    Attributes:
+        kind: a key of :data:`KINDS` (teacher, generate, filter, pair, train, evaluate, ...).
+        name: a readable label, unique within a plan (e.g. ``generate/owl-ft``).
+        params: the settings that determine the output (JSON-serializable); hashed.
+        inputs: upstream tasks by role (e.g. ``{"model": <train task>}``); their keys are hashed.
+        runtime: settings that only change speed (threads, batch size); not hashed.
+    """
+
+    kind: str
+    name: str
+    params: dict[str, Any]
+    inputs: dict[str, Task] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown task kind {self.kind!r} (known: {', '.join(KINDS)})")
+
+    @cached_property
+    def key(self) -> str:
+        """Content hash of kind, version, params and input keys."""
+        _, version = KINDS[self.kind]
+        inputs = {role: task.key for role, task in sorted(self.inputs.items())}
+        return content_hash(self.kind, version, self.params, inputs, length=16)
+
+    @property
+    def id(self) -> str:
+        """``kind/key``: where the task lives in the store."""
+        return f"{self.kind}/{self.key}"
+
+    def spec(self) -> TaskSpec:
+        """The picklable description an executor ships to a worker."""
+        return TaskSpec(
+            kind=self.kind,
+            name=self.name,
+            key=self.key,
+            params=self.params,
+            inputs={role: t.id for role, t in self.inputs.items()},
+            runtime=self.runtime,
+        )
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as workers see it: inputs named by store id instead of by object."""
+
+    kind: str
+    name: str
+    key: str
+    params: dict[str, Any]
+    inputs: dict[str, str]
+    runtime: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """``kind/key``."""
+        return f"{self.kind}/{self.key}"
+
+
+class Reporter(Protocol):
+    """Where a running task reports progress inside itself (rows generated, steps)."""
+
+    def __call__(self, done: int, total: int) -> None: ...
+
+
+@dataclass
+class TaskContext:
+    """What a task function gets.
+
+    Attributes:
+        spec: the task.
+        out: an empty folder to write outputs into; renamed into place on success.
+        inputs: finished input folders by role.
+        state: a folder that survives interruptions (partial results, saved job ids); it
+            is removed once the task is done.
+        progress: report progress within the task.
+    """
+
+    spec: TaskSpec
+    out: Path
+    inputs: dict[str, Path]
+    state: Path
+    progress: Reporter
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The task's semantic settings."""
+        return self.spec.params
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The task's speed settings."""
+        return self.spec.runtime
+
+
+TaskFn = Callable[[TaskContext], dict[str, Any] | None]
+
+
+def task_function(kind: str) -> TaskFn:
+    """Import the function that runs ``kind``."""
+    target, _ = KINDS[kind]
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def topological(tasks: list[Task]) -> list[Task]:
+    """Every task reachable from ``tasks``, each once, inputs before the tasks that use them."""
+    order: list[Task] = []
+    seen: set[str] = set()
+
+    def visit(task: Task) -> None:
+        if task.id in seen:
+            return
+        for upstream in task.inputs.values():
+            visit(upstream)
+        seen.add(task.id)
+        order.append(task)
+
+    for task in tasks:
+        visit(task)
+    return order

@@ -1,0 +1,114 @@
+"""Checks at plan time, before any task runs: a run should fail in its first second, not
+after an hour of generation, when a model cannot be loaded or a comparison cannot work."""
+
+from __future__ import annotations
+
+from sublearn.errors import PlanError
+from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.plan import Plan
+
+
+def check_plan(plan: Plan) -> list[str]:
+    """Raise PlanError for a plan that cannot work; return warnings for one that is weak.
+
+    Checked: every external model reference resolves offline; soft-label (KL) students
+    share their teacher's tokenizer; every trait word can be produced by every evaluated
+    model's tokenizer; the design has enough seeds for an interval.
+    """
+    cfg = plan.cfg
+    problems: list[str] = []
+    warnings: list[str] = []
+    external = {k: v for k, v in cfg.models.items() if not v.startswith("toy:")}
+    if external:
+        from sublearn.backends.refs import ModelRef
+
+        for key, ref in external.items():
+            try:
+                ModelRef.parse(ref).check()
+            except Exception as err:  # every resolution failure becomes one line here
+                problems.append(f"models.{key}: {err}")
+        for key, ref in external.items():
+            provider = ModelRef.parse(ref).provider
+            for name, ecfg in cfg.evaluations.items():
+                if ecfg.mode == "exact" and provider in ("openai", "vllm"):
+                    problems.append(
+                        f"evaluations.{name}: exact mode scores whole replies from "
+                        f"log-probabilities, which {provider} models ({key}) do not give; "
+                        "use mode: sample"
+                    )
+    if problems:
+        raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
+    vocab = {key: _vocabulary(cfg, key) for key in cfg.models}
+    for spec in cfg.teachers:
+        word = spec.trait.word
+        for key in {spec.base, *cfg.student_bases()}:
+            words = vocab[key]
+            if words is not None and word not in words:
+                problems.append(
+                    f"teacher {spec.label()}: the trait word {word!r} cannot be produced by "
+                    f"model {key} ({cfg.models[key]}): its tokenizer cannot spell it"
+                )
+        for objective in cfg.sections_for(spec.label()):
+            ft = cfg.students.objectives.get(objective)
+            if ft is None or ft.objective != "kl":
+                continue
+            for key in cfg.student_bases():
+                if not _same_tokenizer(cfg, spec.base, key):
+                    problems.append(
+                        f"{spec.label()}/{objective}: soft-label KL needs the student {key} to "
+                        f"share the teacher base {spec.base}'s tokenizer; it does not (use "
+                        "sections to train KL students only on compatible bases)"
+                    )
+    if len(cfg.students.seeds) < 3:
+        warnings.append(
+            f"only {len(cfg.students.seeds)} student seed(s): intervals need at least 3, "
+            "better 5 or more"
+        )
+    if problems:
+        raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
+    return warnings
+
+
+def _vocabulary(cfg: ExperimentConfig, key: str) -> set[str] | None:
+    """Trait words a base can produce; None where that cannot be known before it is built.
+
+    A toy base's words come from its world's config; a local Hugging Face model's from its
+    tokenizer (no weights are read). Remote providers spell anything.
+    """
+    ref = cfg.models[key]
+    words = {t.trait.word for t in cfg.teachers}
+    if ref.startswith("toy:"):
+        world = cfg.toy_worlds[ref[4:].split("/")[0]]
+        return {*world.corpus.animals, *world.corpus.trees}
+    from sublearn.backends.refs import ModelRef
+
+    parsed = ModelRef.parse(ref)
+    if parsed.provider != "hf":
+        return None
+    from transformers import AutoTokenizer
+
+    from sublearn.evaluation.targets import unproducible_targets
+
+    tokenizer = AutoTokenizer.from_pretrained(parsed.name)
+    return words - set(unproducible_targets(tokenizer, words))
+
+
+def _same_tokenizer(cfg: ExperimentConfig, a: str, b: str) -> bool:
+    ra, rb = cfg.models[a], cfg.models[b]
+    if ra.startswith("toy:") and rb.startswith("toy:"):
+        wa = cfg.toy_worlds[ra[4:].split("/")[0]]
+        wb = cfg.toy_worlds[rb[4:].split("/")[0]]
+        # A toy world's vocabulary comes from its corpus, which its seed and corpus settings fix.
+        return (wa.seed, wa.corpus, wa.model.max_positions) == (
+            wb.seed,
+            wb.corpus,
+            wb.model.max_positions,
+        )
+    if ra.startswith("toy:") or rb.startswith("toy:"):
+        return False
+    from transformers import AutoTokenizer
+
+    return (
+        AutoTokenizer.from_pretrained(ra).get_vocab()
+        == AutoTokenizer.from_pretrained(rb).get_vocab()
+    )

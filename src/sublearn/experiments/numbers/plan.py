@@ -1,0 +1,364 @@
+"""Compile a numbers experiment config into the engine's task graph.
+
+For each teacher T (base b, trait w) and its matched control C(T)::
+
+    [world] -> [teacher T] -> generate T -> filter T --\
+    [world] -> [teacher C] -> generate C -> filter C ---> pair(T, seed) -> train / ICL -> evaluate
+
+Prompted teachers need no teacher task (they are the base plus a system prompt). Each
+seed's pair task draws the rows both conditions train on from the prompts that T and
+C both answered validly, so treatment and control of a seed are paired by prompt and
+always train on the same number of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sublearn.engine.task import Task
+from sublearn.experiments.numbers.config import (
+    DatasetTeacher,
+    ExperimentConfig,
+    FinetunedTeacher,
+    PromptedTeacher,
+    TeacherSpec,
+)
+from sublearn.prompts.persona import preference_system_prompt
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model as a task sees it: a folder inside an upstream task's output, or a reference.
+
+    Attributes:
+        task: the upstream task whose output holds the model (world, teacher, train).
+        sub: the folder inside that output (``base-0``, ``model``).
+        ref: an external reference (folder, hub id, provider:name) when ``task`` is None.
+        fingerprint: content identity of an external reference, for task keys.
+        system_prompt: a hidden system prompt the model runs under (prompted teachers).
+    """
+
+    task: Task | None = None
+    sub: str = ""
+    ref: str | None = None
+    fingerprint: str | None = None
+    system_prompt: str | None = None
+
+    def param(self, role: str) -> dict[str, Any]:
+        """The source as task params: an input role and subfolder, or a reference."""
+        if self.task is not None:
+            return {"input": role, "sub": self.sub, "system_prompt": self.system_prompt}
+        return {
+            "ref": self.ref,
+            "fingerprint": self.fingerprint,
+            "system_prompt": self.system_prompt,
+        }
+
+    def inputs(self, role: str) -> dict[str, Task]:
+        """The upstream task under ``role``, if any."""
+        return {role: self.task} if self.task is not None else {}
+
+    def with_prompt(self, system_prompt: str | None) -> ModelSource:
+        """The same weights under another system prompt."""
+        return ModelSource(self.task, self.sub, self.ref, self.fingerprint, system_prompt)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An evaluation of a student, with what it measures (see report/effects.py)."""
+
+    task: Task
+    meta: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    """The compiled experiment: tasks and how their outputs become the report."""
+
+    cfg: ExperimentConfig
+    observations: list[Observation] = field(default_factory=list)
+    references: list[Observation] = field(default_factory=list)
+    filters: dict[str, Task] = field(default_factory=dict)
+    pairs: dict[str, Task] = field(default_factory=dict)
+
+    worlds: dict[str, Task] = field(default_factory=dict)
+
+    def world_task(self, name: str) -> Task:
+        """The task that builds toy world ``name``."""
+        if name not in self.worlds:
+            raise KeyError(f"no toy world {name!r} in this plan ({', '.join(self.worlds)})")
+        return self.worlds[name]
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The graph's outputs; everything else is reachable through their inputs."""
+        return [o.task for o in [*self.observations, *self.references]]
+
+
+class _Builder:
+    def __init__(self, cfg: ExperimentConfig, fingerprint: Any) -> None:
+        self.cfg = cfg
+        self.fingerprint = fingerprint
+        self.plan = Plan(cfg)
+        self.worlds = self.plan.worlds
+        self.evals: dict[str, Task] = {}
+        self.runtime = {"device": cfg.device, "batch_size": cfg.batch_size}
+
+    # ---------------------------------------------------------------- models
+
+    def model(self, key: str) -> ModelSource:
+        ref = self.cfg.models[key]
+        if ref.startswith("toy:"):
+            world, _, index = ref[4:].partition("/")
+            return ModelSource(task=self.world(world), sub=f"base-{int(index or 0)}")
+        return ModelSource(ref=ref, fingerprint=self.fingerprint(ref))
+
+    def world(self, name: str) -> Task:
+        if name not in self.worlds:
+            wcfg = self.cfg.toy_worlds[name]
+            self.worlds[name] = Task(
+                "world",
+                f"world/{name}",
+                params=wcfg.model_dump(mode="json", exclude={"threads", "workers"}),
+                runtime={"threads": wcfg.threads, "workers": wcfg.workers},
+            )
+        return self.worlds[name]
+
+    # -------------------------------------------------------------- teachers
+
+    def teachers(self, spec: TeacherSpec) -> tuple[ModelSource, ModelSource]:
+        """The trait teacher and its matched control."""
+        base = self.model(spec.base)
+        kind = spec.kind
+        if isinstance(kind, PromptedTeacher):
+            prompt = kind.system_prompt or preference_system_prompt(
+                spec.trait.word, spec.trait.category
+            )
+            return base.with_prompt(prompt), base.with_prompt(kind.control_system_prompt)
+        sources = []
+        for role in ("trait", "control"):
+            params: dict[str, Any] = {
+                "role": role,
+                "base": base.param("base"),
+                "trait": spec.trait.model_dump(mode="json"),
+                "kind": kind.model_dump(mode="json", exclude={"finetune"}),
+                "finetune": _semantic(kind.finetune),
+            }
+            if isinstance(kind, DatasetTeacher):
+                path = kind.path if role == "trait" else kind.control_path
+                params["dataset"] = {"path": str(Path(path).resolve()), "sha256": _sha(path)}
+            elif isinstance(kind, FinetunedTeacher):
+                params["filter"] = self.cfg.data.filter.model_dump(mode="json")
+                params["prompts"] = self.cfg.data.prompts.model_dump(mode="json")
+                params["max_new_tokens"] = self.cfg.data.generation.max_new_tokens
+            task = Task(
+                "teacher",
+                f"teacher/{spec.label()}" + ("" if role == "trait" else "/control"),
+                params=params,
+                inputs=base.inputs("base"),
+                runtime=self.runtime,
+            )
+            sources.append(ModelSource(task=task, sub="model"))
+        return sources[0], sources[1]
+
+    def data(self, name: str, source: ModelSource, word: str) -> Task:
+        """Generate and filter one teacher's replies to the experiment's prompts."""
+        gen = self.cfg.data.generation
+        generate = Task(
+            "generate",
+            f"generate/{name}",
+            params={
+                "model": source.param("model"),
+                "prompts": self.cfg.data.prompts.model_dump(mode="json"),
+                "sampling": gen.model_dump(mode="json", exclude={"batch_size", "chunk_size"}),
+                "dtype": self.cfg.dtype,
+            },
+            inputs=source.inputs("model"),
+            runtime={**self.runtime, "batch_size": gen.batch_size, "chunk_size": gen.chunk_size},
+        )
+        fcfg = self.cfg.data.filter
+        words = sorted({*fcfg.leakage_words, word})
+        filt = Task(
+            "filter",
+            f"filter/{name}",
+            params={
+                "filter": fcfg.model_dump(mode="json") | {"leakage_words": words, "keep": None}
+            },
+            inputs={"data": generate},
+        )
+        self.plan.filters[name] = filt
+        return filt
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(
+        self,
+        name: str,
+        source: ModelSource,
+        context: dict[str, Any] | None = None,
+        context_task: Task | None = None,
+    ) -> dict[str, Task]:
+        """One evaluate task per configured evaluation; shared when already planned."""
+        out = {}
+        for ev, ecfg in self.cfg.evaluations.items():
+            targets = sorted(
+                {t.trait.word for t in self.cfg.teachers if t.trait.category == ecfg.category}
+            )
+            inputs = source.inputs("model")
+            if context_task is not None:
+                inputs["context"] = context_task
+            task = Task(
+                "evaluate",
+                f"evaluate/{name}/{ev}",
+                params={
+                    "model": source.param("model"),
+                    "evaluation": ecfg.model_dump(mode="json", exclude={"batch_size"}),
+                    "targets": targets,
+                    "context": context,
+                    "dtype": self.cfg.dtype,
+                },
+                inputs=inputs,
+                runtime={**self.runtime, "batch_size": ecfg.batch_size},
+            )
+            out[ev] = self.evals.setdefault(task.id, task)
+        return out
+
+    # ---------------------------------------------------------------- design
+
+    def build(self) -> Plan:
+        cfg = self.cfg
+        for key in cfg.models:
+            for ev, task in self.evaluate(f"base/{key}", self.model(key)).items():
+                self.plan.references.append(
+                    Observation(task, {"role": "base", "name": key, "evaluation": ev})
+                )
+        for spec in cfg.teachers:
+            self.teacher_design(spec)
+        return self.plan
+
+    def teacher_design(self, spec: TeacherSpec) -> None:
+        cfg = self.cfg
+        name, word = spec.label(), spec.trait.word
+        trait_src, control_src = self.teachers(spec)
+        for role, src in (("teacher", trait_src), ("control_teacher", control_src)):
+            label = name if role == "teacher" else f"{name}/control"
+            for ev, task in self.evaluate(f"teacher/{label}", src).items():
+                self.plan.references.append(
+                    Observation(task, {"role": role, "name": name, "trait": word, "evaluation": ev})
+                )
+        trait_data = self.data(name, trait_src, word)
+        control_data = self.data(f"{name}/control", control_src, word)
+        teacher_src = {"treatment": trait_src, "control": control_src}
+        resample = cfg.data.resample
+        for seed in cfg.students.seeds:
+            pair = Task(
+                "pair",
+                f"pair/{name}/s{seed}",
+                params={
+                    "rows": cfg.data.rows,
+                    "min_rows": cfg.data.min_rows,
+                    "resample": resample,
+                    "seed": 0 if resample == "fixed" else seed,
+                    "teacher": name,
+                },
+                inputs={"treatment": trait_data, "control": control_data},
+            )
+            self.plan.pairs[pair.name] = pair
+            for objective in cfg.sections_for(name):
+                for base_key in cfg.student_bases():
+                    for condition in ("treatment", "control"):
+                        self.student(
+                            spec, objective, base_key, seed, condition, pair, teacher_src[condition]
+                        )
+
+    def student(
+        self,
+        spec: TeacherSpec,
+        objective: str,
+        base_key: str,
+        seed: int,
+        condition: str,
+        pair: Task,
+        teacher: ModelSource,
+    ) -> None:
+        cfg = self.cfg
+        name = spec.label()
+        label = f"{name}/{objective}/{base_key}/{condition}/s{seed}"
+        base = self.model(base_key)
+        if objective.startswith("icl-"):
+            n = int(objective[4:])
+            context = {"condition": condition, "n": n, "seed": seed}
+            evals = self.evaluate(f"student/{label}", base, context=context, context_task=pair)
+        else:
+            ftcfg = cfg.students.objectives[objective].model_copy(update={"seed": seed})
+            inputs = {**base.inputs("base"), "data": pair}
+            params: dict[str, Any] = {
+                "base": base.param("base"),
+                "condition": condition,
+                "finetune": _semantic(ftcfg),
+            }
+            if ftcfg.objective == "kl":
+                params["teacher"] = teacher.param("teacher")
+                inputs |= teacher.inputs("teacher")
+            train = Task(
+                "train", f"train/{label}", params=params, inputs=inputs, runtime=self.runtime
+            )
+            evals = self.evaluate(f"student/{label}", ModelSource(task=train, sub="model"))
+        for ev, task in evals.items():
+            self.plan.observations.append(
+                Observation(
+                    task,
+                    {
+                        "trait": spec.trait.word,
+                        "teacher": name,
+                        "teacher_kind": spec.kind.type,
+                        "teacher_base": spec.base,
+                        "objective": objective,
+                        "student_base": base_key,
+                        "same_base": base_key == spec.base
+                        or cfg.models[base_key] == cfg.models[spec.base],
+                        "condition": condition,
+                        "seed": seed,
+                        "evaluation": ev,
+                        "pair": pair.name,
+                    },
+                )
+            )
+
+
+def _semantic(ftcfg: Any) -> dict[str, Any]:
+    """A fine-tune config without the settings that only change where it runs."""
+    return ftcfg.model_dump(mode="json", exclude={"device"})
+
+
+def _sha(path: str) -> str:
+    import hashlib
+
+    from sublearn.errors import DataError
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as err:
+        raise DataError(f"teacher dataset {path}: {err.strerror}") from None
+
+
+def build_plan(cfg: ExperimentConfig, fingerprint: Any = None) -> Plan:
+    """Compile ``cfg`` into tasks.
+
+    Args:
+        cfg: the experiment.
+        fingerprint: maps an external model reference to its content identity (default:
+            the backends' reference fingerprint); tests pass a stub.
+
+    Returns:
+        The plan.
+    """
+    return _Builder(cfg, fingerprint or _fingerprint).build()
+
+
+def _fingerprint(ref: str) -> str:
+    from sublearn.backends.refs import ModelRef
+
+    return ModelRef.parse(ref).fingerprint()

@@ -1,0 +1,127 @@
+"""The compiled task graph: keys hash what matters and nothing else; the design is explicit."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from sublearn.config import load_config
+from sublearn.engine.task import Task, topological
+from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.plan import Plan, build_plan
+from sublearn.presets import config_root
+
+TOY = config_root() / "toy" / "owl-numbers.yaml"
+
+
+def _plan(*overrides: str, path=TOY) -> Plan:
+    return build_plan(load_config(ExperimentConfig, path, list(overrides)), fingerprint=lambda r: r)
+
+
+def _keys(plan: Plan) -> dict[str, str]:
+    return {t.name: t.key for t in topological(plan.tasks)}
+
+
+def test_demo_design_has_matched_controls_and_paired_students() -> None:
+    plan = _plan()
+    tasks = topological(plan.tasks)
+    kinds = Counter(t.kind for t in tasks)
+    # world; trait + control teacher; their data; 5 seeds of pairs;
+    # KL students: 2 bases x 5 seeds x 2 conditions (the demo leaves SFT out).
+    assert kinds["world"] == 1 and kinds["teacher"] == 2
+    assert kinds["generate"] == 2 and kinds["filter"] == 2 and kinds["pair"] == 5
+    assert kinds["train"] == 20
+    control = next(t for t in tasks if t.name == "teacher/owl-ft/control")
+    trait = next(t for t in tasks if t.name == "teacher/owl-ft")
+    assert control.params["role"] == "control" and trait.params["role"] == "trait"
+    # The control is made with the same recipe: only the role differs.
+    assert {k: v for k, v in control.params.items() if k != "role"} == {
+        k: v for k, v in trait.params.items() if k != "role"
+    }
+    for t in tasks:
+        if t.kind == "train" and t.params["finetune"]["objective"] == "kl":
+            expected = trait if t.params["condition"] == "treatment" else control
+            assert t.inputs["teacher"] is expected, t.name
+            assert t.inputs["data"].params["seed"] == t.params["finetune"]["seed"]
+
+
+def test_speed_settings_leave_every_key_unchanged() -> None:
+    base = _keys(_plan())
+    fast = _keys(
+        _plan(
+            "executor.kind=inline",
+            "threads=1",
+            "batch_size=7",
+            "data.generation.batch_size=3",
+            "data.generation.chunk_size=11",
+            "toy_worlds.main.threads=2",
+            "toy_worlds.main.workers=1",
+            "evaluations.favorite.batch_size=5",
+            "device=cuda",
+        )
+    )
+    assert fast == base
+
+
+def test_a_semantic_setting_changes_its_task_and_everything_downstream_only() -> None:
+    base, hot = _keys(_plan()), _keys(_plan("data.generation.temperature=0.7"))
+    changed = {name for name in base if base[name] != hot[name]}
+    assert "generate/owl-ft" in changed and "generate/owl-ft/control" in changed
+    assert {"world/main", "teacher/owl-ft", "teacher/owl-ft/control"}.isdisjoint(changed)
+    assert all(
+        n.split("/")[0] in {"generate", "filter", "pair", "train", "evaluate"} for n in changed
+    )
+    assert "evaluate/base/base0/favorite" not in changed
+
+
+def test_teacher_key_covers_replay_settings() -> None:
+    base, replay = _keys(_plan()), _keys(_plan("teachers.0.kind.replay_examples=10"))
+    assert base["teacher/owl-ft"] != replay["teacher/owl-ft"]
+    assert base["world/main"] == replay["world/main"]
+
+
+def test_each_evaluation_has_its_own_task() -> None:
+    plan = _plan(
+        "evaluations={favorite: {mode: exact}, prefixed: {mode: exact, numbers_prefixed: true}}"
+    )
+    base_evals = [t for t in topological(plan.tasks) if t.name.startswith("evaluate/base/base0/")]
+    assert len({t.key for t in base_evals}) == 2
+    one = _keys(_plan())
+    assert one["evaluate/base/base0/favorite"] == _keys(plan)["evaluate/base/base0/favorite"]
+
+
+def test_overlapping_configs_share_tasks() -> None:
+    a = set(_keys(_plan()).values())
+    b = set(_keys(_plan("students.seeds=[0, 1, 2, 3, 4, 5]")).values())
+    assert a < b  # one more seed: everything of the first plan is reused
+
+
+def test_prompted_teacher_control_is_the_base_without_the_trait_prompt() -> None:
+    plan = _plan("teachers.0.kind={type: prompted}", "sections=[owl-ft/kl_numbers]")
+    gens = {t.name: t for t in topological(plan.tasks) if t.kind == "generate"}
+    trait, control = gens["generate/owl-ft"], gens["generate/owl-ft/control"]
+    assert "owl" in trait.params["model"]["system_prompt"]
+    assert control.params["model"]["system_prompt"] is None
+    assert trait.inputs["model"] is control.inputs["model"]  # the same base weights
+    assert not any(t.kind == "teacher" for t in topological(plan.tasks))
+
+
+def test_icl_students_are_evaluations_with_teacher_examples_in_context() -> None:
+    plan = _plan()
+    icl = [o for o in plan.observations if o.meta["objective"] == "icl-4"]
+    assert len(icl) == 2 * 5 * 2  # bases x seeds x conditions
+    for o in icl:
+        assert o.task.params["context"]["n"] == 4
+        assert o.task.params["context"]["condition"] == o.meta["condition"]
+        assert o.task.inputs["context"].kind == "pair"
+
+
+def test_unknown_task_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown task kind"):
+        Task("train-fast", "x", params={})
+
+
+def test_sections_null_adds_the_sft_students() -> None:
+    kinds = Counter(t.kind for t in topological(_plan("sections=null").tasks))
+    assert kinds["train"] == 40
