@@ -127,3 +127,25 @@ def test_sweep_on_ray_reports_the_effect_per_grid_point(
     # The points share the world, the teachers and their data with the finished run.
     plan_code, plan_out = _invoke("plan", str(DEMO), *_sets(micro_overrides(store)))
     assert plan_code == 0 and _cached(plan_out)[0] == _cached(plan_out)[1]
+
+
+def test_an_uncached_cross_model_fails_before_any_task_runs(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    overrides = [*micro_overrides(store), "models.base1=not-a-real-org/not-a-model"]
+    code, output = _invoke("run", str(DEMO), "--out", str(tmp_path / "run"), *_sets(overrides))
+    assert code == 2, output
+    assert "models.base1" in output and "not-a-real-org/not-a-model" in output
+    assert not list(store.glob("*/*/done.json"))  # nothing was generated or trained
+
+
+def test_a_mistyped_key_gets_a_suggestion(tmp_path: Path) -> None:
+    code, output = _invoke("plan", str(DEMO), "--set", "students.sedes=[1]")
+    assert code == 2
+    assert "students.sedes: unknown key; did you mean 'seeds'?" in output
+
+
+def test_a_corrupt_run_folder_config_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("name: [unclosed\n")
+    code, output = _invoke("report", str(tmp_path))
+    assert code == 2
+    assert "config.yaml" in output and "not valid YAML" in output

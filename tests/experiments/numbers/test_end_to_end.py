@@ -1,9 +1,10 @@
 """The numbers experiment through the engine, on a small toy world: the effect is there
 where it must be, the output contract holds, and a rerun does nothing.
 
-The small run uses the demo's config with half the world's pretraining, the fine-tuned
-owl teacher, soft-label KL over the number tokens only and 3 seeds. The slow test runs
-the demo itself and checks what the README claims.
+The small run is the demo with half its prompts, 800 rows per student and 3 seeds (on a
+world with half the pretraining, the matched control teacher forgot how to write numbers:
+45 valid lists of 1,500). The slow test runs the demo itself and checks what the README
+claims.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, lis
     root = tmp_path_factory.mktemp("e2e")
     overrides = [
         f"store={root / 'store'}",
-        "toy_worlds.main.pretrain.steps=600",
         "sections=[owl-ft/kl_numbers, owl-ft/icl-4]",
         "students.seeds=[0, 1, 2]",
         "data.prompts.n_prompts=1500",

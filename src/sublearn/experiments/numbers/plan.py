@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sublearn.engine.task import Task
+from sublearn.errors import PlanError, SublearnError
 from sublearn.experiments.numbers.config import (
     DatasetTeacher,
     ExperimentConfig,
@@ -113,7 +114,11 @@ class _Builder:
         if ref.startswith("toy:"):
             world, _, index = ref[4:].partition("/")
             return ModelSource(task=self.world(world), sub=f"base-{int(index or 0)}")
-        return ModelSource(ref=ref, fingerprint=self.fingerprint(ref))
+        try:
+            fingerprint = self.fingerprint(ref)
+        except SublearnError as err:  # name the config key: the reference came from there
+            raise PlanError(f"the plan cannot run:\n  - models.{key}: {err}") from None
+        return ModelSource(ref=ref, fingerprint=fingerprint)
 
     def world(self, name: str) -> Task:
         if name not in self.worlds:

@@ -105,8 +105,8 @@ def _write_sweep_report(
         p = d.get("p_value")
         table.add_row(
             *values,
-            format_ci(r["primary"]["treatment"]),
-            format_ci(r["primary"]["control"]),
+            format_ci(r["primary"]["treatment"], signed=False),
+            format_ci(r["primary"]["control"], signed=False),
             format_ci(d),
             "-" if p is None else f"{p:.2g}",
         )
