@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +141,10 @@ def run_teacher(ctx: TaskContext) -> dict[str, Any]:
         records = [_chat(i, q, a) for i, (q, a) in enumerate(zip(questions, answers, strict=True))]
         records += _replay(ctx, base, p["kind"]["replay_examples"], p["kind"]["replay_temperature"])
         _write_jsonl(demos_path, records)
-        answers_note = {"answers": dict(sorted(_count(answers).items()))}
+        answers_note = {"answers": dict(sorted(Counter(answers).items()))}
     cfg = FinetuneConfig(**p["finetune"], device=ctx.runtime.get("device", "auto"))
     metrics = _finetune_job(ctx, base, demos_path, cfg, None, None)
     return {**answers_note, **metrics}
-
-
-def _count(words: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
-    return counts
 
 
 def _finetune_job(
