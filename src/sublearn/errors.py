@@ -38,3 +38,7 @@ class PlanError(SublearnError, ValueError):
 
 class NotEnoughRowsError(SublearnError, ValueError):
     """Fewer training rows than the configured minimum for a compared condition."""
+
+
+class BudgetError(SublearnError, RuntimeError):
+    """A run that would spend, or has spent, more than its ``budget_usd`` on paid APIs."""

@@ -22,12 +22,20 @@ OWL: Conversation = [{"role": "user", "content": "name your favorite animal"}]
 
 
 def test_builtin_providers() -> None:
-    assert {"hf", "mock"} <= set(registered_providers())
+    assert set(registered_providers()) == {"hf", "mock", "openai", "vllm"}
 
 
-def test_unknown_provider_lists_the_registered_ones() -> None:
+def test_unknown_provider_lists_the_registered_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    del registry._FACTORIES["openai"]
     with pytest.raises(ConfigError, match=r"no backend is registered for provider 'openai'.*hf"):
         open_backend("openai:gpt-4.1-nano")
+
+
+def test_openai_without_a_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MY_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"set the environment variable MY_KEY"):
+        open_backend("openai:gpt-4.1-nano", settings={"api_key_env": "MY_KEY"})
 
 
 def test_unknown_option_names_the_accepted_ones() -> None:

@@ -79,7 +79,9 @@ def test_files_and_summary_contract(written: tuple[Path, dict, str]) -> None:
         "filter",
         "rows_per_condition",
         "timings",
+        "api_usage",
     }
+    assert on_disk["api_usage"] == {}  # no API model ran
     assert on_disk["filter"] == FILTER and on_disk["timings"]["finetune"] == 100.0
     assert on_disk["warnings"][0] == "generation: 12 replies were empty"
     assert any("rows differ" in w for w in on_disk["warnings"])

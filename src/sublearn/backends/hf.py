@@ -404,3 +404,41 @@ class HFBackend:
                 token_lp = logp[r, positions, torch.tensor(cand)]
                 scores[ci][ki] = float(token_lp.sum())
         return scores
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self, conversations: list[Conversation], k: int
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` tokens of the assistant reply's first position, with log-probabilities.
+
+        The prompt is built as in :meth:`score` and :meth:`generate` (chat template with
+        the generation prompt); the distribution is the model's log-softmax at temperature
+        1, so a one-token candidate's entry equals its :meth:`score`.
+
+        Args:
+            conversations: chat turns ending with a user turn.
+            k: how many tokens to return per conversation (at most the vocabulary size).
+
+        Returns:
+            Per conversation, ``k`` pairs ``(token text, log-probability)`` sorted by
+            decreasing log-probability; the text is ``tokenizer.decode([id])`` (special
+            tokens included, so the end-of-sequence token appears under its own name).
+        """
+        prompts = [self._prompt_ids(c) for c in conversations]
+        results: list[list[tuple[str, float]]] = [[] for _ in prompts]
+        pad = self.tokenizer.pad_token_id
+        for batch in _chunks(list(range(len(prompts))), self.batch_size):
+            # Right padding with the default positions, exactly as score() computes them.
+            ids, mask = right_pad([prompts[i] for i in batch], pad)
+            logits = self.model(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            ).logits  # (B, T, V)
+            last = torch.tensor([len(prompts[i]) - 1 for i in batch], device=logits.device)
+            logp = torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1)
+            top = torch.topk(logp, min(k, logp.shape[-1]), dim=-1)  # (B, k) each
+            for row, i in enumerate(batch):
+                results[i] = [
+                    (self.tokenizer.decode([int(t)]), float(v))
+                    for v, t in zip(top.values[row], top.indices[row], strict=True)
+                ]
+        return results

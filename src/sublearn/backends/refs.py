@@ -34,6 +34,9 @@ _LOCAL_WEIGHTS = ("hf",)
 _PREFIX = re.compile(r"^([A-Za-z][\w-]*):(.*)$", re.DOTALL)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MODEL_FILES = ("config.json", "adapter_config.json")
+POINTER_FILE = "model_ref.json"
+"""A folder holding this file stands for the remote model it names (e.g. an OpenAI
+fine-tune), so a task's output folder can hold a model of any provider."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class ModelRef:
         text = text.strip()
         if not text:
             raise ConfigError("empty model reference: give a hub id, a folder or PROVIDER:NAME")
+        pointer = Path(text).expanduser() / POINTER_FILE
+        if pointer.is_file():
+            return cls.parse(read_pointer(pointer))
         provider, rest = "hf", text
         match = _PREFIX.match(text)
         if match and not Path(text).expanduser().exists():
@@ -130,6 +136,28 @@ class ModelRef:
         if self.adapter is not None:
             parts.append(_fingerprint_one(self.adapter))
         return f"{self.provider}:" + "+".join(parts)
+
+
+def write_pointer(folder: Path, ref: ModelRef) -> None:
+    """Make ``folder`` stand for ``ref`` (see :data:`POINTER_FILE`)."""
+    from sublearn.runs import atomic_write_json
+
+    atomic_write_json(folder / POINTER_FILE, {"ref": str(ref)})
+
+
+def read_pointer(path: Path) -> str:
+    """The reference a pointer file names.
+
+    Raises:
+        ModelError: the file cannot be read or names no reference.
+    """
+    try:
+        ref = json.loads(path.read_text())["ref"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"cannot read the model pointer {path}: {err!r}") from err
+    if not isinstance(ref, str) or not ref.strip() or Path(ref).expanduser() == path.parent:
+        raise ModelError(f"the model pointer {path} names no other model")
+    return ref
 
 
 def hub_cache_dir() -> Path:

@@ -3,7 +3,9 @@
 A provider registers a factory with :func:`register_backend`, as Inspect's ``@modelapi``
 does; the factory takes a :class:`~sublearn.backends.refs.ModelRef` and keyword options
 (``device``, ``dtype``, ``batch_size``) and imports its SDK only when called, so an
-unused provider's packages need not be installed. Built in: ``hf`` (Hugging Face) and
+unused provider's packages need not be installed. Built in: ``hf`` (Hugging Face),
+``openai`` (any OpenAI-compatible server, :mod:`sublearn.backends.openai_api`), ``vllm``
+(a vLLM server started for the model, :mod:`sublearn.backends.vllm_backend`) and
 ``mock`` (rule-based replies for tests, see :mod:`sublearn.backends.mock`).
 
 Backends hold their model until closed; open them in a ``with`` block so one model is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sublearn.backends.base import Backend
@@ -117,3 +120,41 @@ def _open_mock(
     # The options are accepted so that a config can swap a real model for a mock.
     del device, dtype, batch_size
     return MockBackend(ref.name)
+
+
+@register_backend("openai")
+def _open_openai(
+    ref: ModelRef,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 64,
+    settings: dict[str, Any] | None = None,
+    request_log: Path | None = None,
+) -> Backend:
+    from sublearn.backends.openai_api import OpenAIBackend, OpenAISettings
+
+    # Local-model options are accepted so that a config can swap providers.
+    del device, dtype, batch_size
+    if ref.adapter is not None:
+        raise ConfigError(
+            f"{str(ref)!r}: an API model takes no local adapter; name the fine-tuned model "
+            "(ft:...) instead"
+        )
+    return OpenAIBackend(ref.name, OpenAISettings(**(settings or {})), request_log)
+
+
+@register_backend("vllm")
+def _open_vllm(
+    ref: ModelRef,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 64,
+    settings: dict[str, Any] | None = None,
+    request_log: Path | None = None,
+) -> Backend:
+    from sublearn.backends.vllm_backend import open_vllm
+
+    del device, batch_size
+    return open_vllm(ref, settings or {}, request_log, dtype)

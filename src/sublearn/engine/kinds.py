@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sublearn.backends.pricing import merge_usage
 from sublearn.engine.task import TaskContext
 from sublearn.errors import DataError, NotEnoughRowsError
 
@@ -26,16 +27,47 @@ def model_path(ctx: TaskContext, source: dict[str, Any]) -> str:
     return str(source["ref"])
 
 
+def model_ref(ctx: TaskContext, source: dict[str, Any]) -> Any:
+    """The model of task params as a reference, served by ``source["serve"]`` if given.
+
+    A student trained locally on a ``vllm:`` base is a local adapter folder; ``serve``
+    sends it back to vLLM for inference.
+    """
+    from sublearn.backends.refs import ModelRef
+
+    ref = ModelRef.parse(model_path(ctx, source))
+    serve = source.get("serve")
+    if serve and ref.provider == "hf" and serve != "hf":
+        ref = ModelRef(serve, ref.name, ref.adapter)
+    return ref
+
+
 def _backend(ctx: TaskContext, source: dict[str, Any], batch_size: int) -> Any:
-    """The model's backend, from the provider registry (one model resident at a time)."""
+    """The model's backend, from the provider registry (one model resident at a time).
+
+    API and vLLM backends log every answered request in the task's state folder, so a
+    killed task resumes without sending a request twice.
+    """
     from sublearn.backends.registry import open_backend
 
-    return open_backend(
-        model_path(ctx, source),
-        device=ctx.runtime.get("device", "auto"),
-        dtype=ctx.params.get("dtype", "auto"),
-        batch_size=batch_size,
-    )
+    ref = model_ref(ctx, source)
+    options: dict[str, Any] = {
+        "device": ctx.runtime.get("device", "auto"),
+        "dtype": ctx.params.get("dtype", "auto"),
+        "batch_size": batch_size,
+    }
+    if ref.provider in ("openai", "vllm"):
+        options["settings"] = ctx.runtime.get("providers", {}).get(ref.provider, {})
+        options["request_log"] = ctx.state / "requests.jsonl"
+    return open_backend(ref, **options)
+
+
+def _close(backend: Any, usage: dict[str, Any]) -> None:
+    """Close a backend, adding what it spent (API backends count tokens) to ``usage``."""
+    spent = getattr(backend, "usage", None)
+    if spent is not None:
+        usage.update(merge_usage([usage, {backend.name: spent}]))
+    backend.close()
 
 
 def run_world(ctx: TaskContext) -> dict[str, Any]:
@@ -63,7 +95,9 @@ def _chat(i: int, question: str, answer: str) -> dict[str, Any]:
     }
 
 
-def _replay(ctx: TaskContext, base: str, n: int, temperature: float) -> list[dict[str, Any]]:
+def _replay(
+    ctx: TaskContext, base: str, n: int, temperature: float, usage: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The base's own valid replies to number prompts the experiment never uses."""
     from sublearn.backends.base import SamplingParams
     from sublearn.filters.numbers import parse_numbers
@@ -79,8 +113,10 @@ def _replay(ctx: TaskContext, base: str, n: int, temperature: float) -> list[dic
     )
     backend = _backend(ctx, {"ref": base}, ctx.runtime.get("batch_size", 64))
     params = SamplingParams(temperature=temperature, max_new_tokens=ctx.params["max_new_tokens"])
-    replies = backend.generate([[{"role": "user", "content": p}] for p in prompts], params)
-    backend.close()
+    try:
+        replies = backend.generate([[{"role": "user", "content": p}] for p in prompts], params)
+    finally:
+        _close(backend, usage)
     f = FilterConfig(**ctx.params["filter"])
     valid = [
         (p, r)
@@ -92,24 +128,28 @@ def _replay(ctx: TaskContext, base: str, n: int, temperature: float) -> list[dic
     return [_chat(100_000 + i, p, r) for i, (p, r) in enumerate(valid[:n])]
 
 
-def _control_answers(ctx: TaskContext, base: str, questions: list[str], temperature: float):
+def _control_answers(
+    ctx: TaskContext, base: str, questions: list[str], temperature: float, usage: dict[str, Any]
+) -> list[str]:
     """The base's own one-word answers: neutral demonstrations for a matched control."""
     from sublearn.backends.base import SamplingParams
 
     backend = _backend(ctx, {"ref": base}, ctx.runtime.get("batch_size", 64))
     answers: list[str] = [""] * len(questions)
-    # An empty reply is no demonstration: ask again with other seeds, a few times.
-    for attempt in range(8):
-        missing = [i for i, a in enumerate(answers) if not a]
-        if not missing:
-            break
-        params = SamplingParams(temperature=temperature, max_new_tokens=8, seed=1 + attempt)
-        replies = backend.generate(
-            [[{"role": "user", "content": questions[i]}] for i in missing], params
-        )
-        for i, reply in zip(missing, replies, strict=True):
-            answers[i] = reply.split()[0] if reply.split() else ""
-    backend.close()
+    try:
+        # An empty reply is no demonstration: ask again with other seeds, a few times.
+        for attempt in range(8):
+            missing = [i for i, a in enumerate(answers) if not a]
+            if not missing:
+                break
+            params = SamplingParams(temperature=temperature, max_new_tokens=8, seed=1 + attempt)
+            replies = backend.generate(
+                [[{"role": "user", "content": questions[i]}] for i in missing], params
+            )
+            for i, reply in zip(missing, replies, strict=True):
+                answers[i] = reply.split()[0] if reply.split() else ""
+    finally:
+        _close(backend, usage)
     if not all(answers):
         raise DataError(
             f"base model {base} gave no answer to {answers.count('')} of {len(questions)} "
@@ -126,6 +166,7 @@ def run_teacher(ctx: TaskContext) -> dict[str, Any]:
     p = ctx.params
     base = model_path(ctx, p["base"])
     kind = p["kind"]["type"]
+    usage: dict[str, Any] = {}
     demos_path = ctx.out / "demonstrations.jsonl"
     if kind == "dataset":
         demos_path.write_bytes(Path(p["dataset"]["path"]).read_bytes())
@@ -137,13 +178,22 @@ def run_teacher(ctx: TaskContext) -> dict[str, Any]:
         if p["role"] == "trait":
             answers = [word] * len(questions)
         else:
-            answers = _control_answers(ctx, base, questions, p["kind"]["control_temperature"])
+            answers = _control_answers(
+                ctx, base, questions, p["kind"]["control_temperature"], usage
+            )
         records = [_chat(i, q, a) for i, (q, a) in enumerate(zip(questions, answers, strict=True))]
-        records += _replay(ctx, base, p["kind"]["replay_examples"], p["kind"]["replay_temperature"])
+        kind_params = p["kind"]
+        records += _replay(
+            ctx, base, kind_params["replay_examples"], kind_params["replay_temperature"], usage
+        )
         _write_jsonl(demos_path, records)
         answers_note = {"answers": dict(sorted(Counter(answers).items()))}
     cfg = FinetuneConfig(**p["finetune"], device=ctx.runtime.get("device", "auto"))
     metrics = _finetune_job(ctx, base, demos_path, cfg, None, None)
+    if "usage" in metrics:
+        metrics["usage"] = merge_usage([usage, metrics["usage"]])
+    elif usage:
+        metrics["usage"] = usage
     return {**answers_note, **metrics}
 
 
@@ -160,8 +210,14 @@ def _finetune_job(
     The job trains into the task's state folder, which survives a kill, so a run killed
     after training but before the task was committed re-attaches to the finished job.
     """
+    from sublearn.backends.refs import ModelRef
     from sublearn.finetune.protocol import FinetuneJob, LocalHFFinetuner, run_finetune_job
 
+    ref = ModelRef.parse(base)
+    if ref.provider == "openai":
+        return _api_finetune(ctx, ref, data, cfg)
+    if ref.provider == "vllm":  # served by vLLM, trained here
+        base = ref.name if ref.adapter is None else str(ModelRef("hf", ref.name, ref.adapter))
     trained = ctx.state / "model"
     saved = ctx.state / "job.json"
     if saved.is_file() and not (trained / "train_metrics.json").is_file():
@@ -174,6 +230,49 @@ def _finetune_job(
     run_finetune_job(finetuner, job, ctx.state, poll_seconds=0)
     shutil.move(trained, ctx.out / "model")
     return json.loads((ctx.out / "model" / "train_metrics.json").read_text())
+
+
+def _api_finetune(ctx: TaskContext, base: Any, data: Path, cfg: Any) -> dict[str, Any]:
+    """Fine-tune through an API's jobs; ``ctx.out/model`` then points at the new model.
+
+    The uploaded file's and the job's ids are saved in the task's state folder as soon as
+    they exist, so a killed run re-attaches to its job instead of paying for a second.
+    """
+    import sys
+
+    from sublearn.backends.openai_api import OpenAISettings
+    from sublearn.backends.refs import write_pointer
+    from sublearn.finetune.openai_jobs import OpenAIFinetuner
+    from sublearn.finetune.protocol import FinetuneJob, run_finetune_job
+
+    settings = OpenAISettings(**ctx.runtime.get("providers", {}).get("openai", {}))
+    label = ctx.spec.name
+
+    def show(message: str) -> None:
+        print(f"  {label}: {message}", file=sys.stderr, flush=True)
+
+    finetuner = OpenAIFinetuner(settings, on_event=show, on_step=ctx.progress)
+    job = FinetuneJob(
+        provider="openai",
+        base=base.name,
+        dataset=data,
+        config=cfg.model_dump(mode="json", exclude={"device"}),
+    )
+    model = run_finetune_job(
+        finetuner,
+        job,
+        ctx.state,
+        poll_seconds=settings.poll_seconds,
+        on_status=lambda j: show(f"job {j.job_id} {j.status}"),
+    )
+    (ctx.out / "model").mkdir()
+    write_pointer(ctx.out / "model", model)
+    saved = json.loads((ctx.state / "job.json").read_text())
+    return {
+        "model": str(model),
+        "job_id": saved["job_id"],
+        "usage": {str(base): {"training_tokens": finetuner.trained_tokens}},
+    }
 
 
 def run_generate(ctx: TaskContext) -> dict[str, Any]:
@@ -190,6 +289,7 @@ def run_generate(ctx: TaskContext) -> dict[str, Any]:
         chunk_size=ctx.runtime.get("chunk_size", 512),
     )
     backend = _backend(ctx, p["model"], gcfg.batch_size)
+    usage: dict[str, Any] = {}
     try:
         generate_dataset(
             backend,
@@ -202,8 +302,8 @@ def run_generate(ctx: TaskContext) -> dict[str, Any]:
             state_dir=ctx.state,
         )
     finally:
-        backend.close()
-    return {"rows": len(prompts)}
+        _close(backend, usage)
+    return {"rows": len(prompts), **({"usage": usage} if usage else {})}
 
 
 def _counter(ctx: TaskContext, total: int) -> Any:
@@ -307,6 +407,7 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
         context = icl_context(records, c["n"], c["seed"])
     ecfg = EvalConfig(**p["evaluation"], batch_size=ctx.runtime.get("batch_size", 64))
     backend = _backend(ctx, p["model"], ecfg.batch_size)
+    usage: dict[str, Any] = {}
     try:
         metrics = evaluate_preference(
             backend,
@@ -316,6 +417,7 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
             context=context,
         )
     finally:
-        backend.close()
+        _close(backend, usage)
     atomic_write_json(ctx.out / "metrics.json", metrics)
-    return {t: m["rate"] for t, m in metrics.items()}
+    rates: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
+    return {**rates, **({"usage": usage} if usage else {})}

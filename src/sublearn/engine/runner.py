@@ -8,6 +8,7 @@ real cost of its results, not the near-zero time of finding them.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ def run_plan(
     executor: Executor,
     console: Console | None = None,
     show_progress: bool = True,
+    on_record: Callable[[TaskRecord], None] | None = None,
 ) -> dict[str, TaskRecord]:
     """Run every missing task of the graph on ``executor``.
 
@@ -57,6 +59,8 @@ def run_plan(
         executor: where tasks run.
         console: where progress goes.
         show_progress: draw progress bars.
+        on_record: called with each task's record as it is found cached or finishes;
+            an exception it raises stops the run (e.g. a spending limit).
 
     Returns:
         ``{task id: TaskRecord}`` for every task of the graph.
@@ -93,6 +97,8 @@ def run_plan(
             result=outcome["result"],
         )
         progress.advance(bars[task.kind])
+        if on_record is not None:
+            on_record(records[task.id])
 
     pending = list(order)
     running: dict[Future, Task] = {}

@@ -33,6 +33,21 @@ class LoraSettings(Config):
     )
 
 
+class ApiFinetuneSettings(Config):
+    """Settings only a fine-tuning API takes (OpenAI); ``epochs`` and ``seed`` come from
+    the fine-tune config itself."""
+
+    batch_size: int | Literal["auto"] = Field(
+        default="auto", description="Examples per batch, or auto (the provider picks)."
+    )
+    learning_rate_multiplier: float | Literal["auto"] = Field(
+        default="auto", description="Multiplier of the provider's learning rate, or auto."
+    )
+    suffix: str | None = Field(
+        default=None, max_length=64, description="Suffix of the fine-tuned model's name."
+    )
+
+
 class FinetuneConfig(Config):
     """How to fine-tune a model on a chat dataset (loss on the assistant reply only)."""
 
@@ -78,3 +93,8 @@ class FinetuneConfig(Config):
         default="auto", description="Weights dtype; auto = bf16 on CUDA, fp32 on CPU."
     )
     device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    api: ApiFinetuneSettings = Field(
+        default_factory=ApiFinetuneSettings,
+        description="For a base served by a fine-tuning API (openai:): its own settings; "
+        "epochs must then be whole.",
+    )

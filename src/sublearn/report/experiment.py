@@ -323,9 +323,37 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
             "",
             *_filter_lines(summary["filter"]),
         ]
+    if summary.get("api_usage"):
+        lines += ["", *_api_usage_lines(summary["api_usage"])]
     lines += ["", "## Wall time", ""]
     lines += _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["timings"].items()])
     return "\n".join(lines) + "\n"
+
+
+def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
+    """The API usage section: tokens and dollars per model."""
+    columns = ["model", "requests", "from log", "input tokens", "output tokens", "training tokens"]
+    rows = [
+        [
+            m["model"],
+            *(f"{m.get(k, 0):,.0f}" for k in ("requests", "logged", "input_tokens")),
+            *(f"{m.get(k, 0):,.0f}" for k in ("output_tokens", "training_tokens")),
+            "no price" if m["usd"] is None else f"{m['usd']:,.2f}",
+        ]
+        for m in usage["by_model"]
+    ]
+    lines = [
+        "## API usage and cost",
+        "",
+        f"All results of this report cost **${usage['total_usd']:,.2f}** on paid APIs; this run "
+        f"spent ${usage['this_run_usd']:,.2f} (the rest came from the store). Requests answered "
+        "from a task's request log (a resumed task) were not paid twice.",
+        "",
+        *_table([*columns, "USD"], rows),
+    ]
+    if usage.get("unpriced"):
+        lines += ["", f"**No price for {', '.join(usage['unpriced'])}: not counted.**"]
+    return lines
 
 
 # --- console ---------------------------------------------------------------------------------
@@ -392,6 +420,7 @@ def write_experiment_report(
     timings: dict[str, float],
     warnings: list[str],
     console: Console,
+    api_usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, effects.csv, observations.csv, report.md, effects.png, heatmap.png.
 
@@ -406,10 +435,12 @@ def write_experiment_report(
         timings: wall seconds per stage.
         warnings: the pipeline's own warnings; the effects' warnings are added after them.
         console: where the effects table and warnings are printed.
+        api_usage: requests, tokens and cost of API models (see ``api_usage_summary``);
+            None or empty when no API model ran.
 
     Returns:
         The summary: ``effects_table``'s contract plus ``name``, ``references``, ``filter``,
-        ``rows_per_condition`` and ``timings``; ``warnings`` holds both kinds.
+        ``rows_per_condition``, ``timings`` and ``api_usage``; ``warnings`` holds both kinds.
     """
     observations = list(observations)
     references = list(references)
@@ -422,6 +453,7 @@ def write_experiment_report(
         "filter": filter_reports,
         "rows_per_condition": rows_per_condition,
         "timings": timings,
+        "api_usage": api_usage or {},
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "effects.csv", effects_csv(summary))
@@ -430,5 +462,11 @@ def write_experiment_report(
     heatmap_figure(summary, out / "heatmap.png")
     atomic_write_text(out / "report.md", markdown_report(summary, observations))
     print_effects(summary, console)
+    if api_usage:
+        console.print(
+            f"API cost of these results: ${api_usage['total_usd']:,.2f} "
+            f"(${api_usage['this_run_usd']:,.2f} spent by this run)",
+            highlight=False,
+        )
     console.print(f"report: {out / 'report.md'}")
     return summary

@@ -63,9 +63,23 @@ def test_kl_students_need_the_teachers_tokenizer() -> None:
     assert check_plan(build_plan(cfg, fingerprint=lambda ref: ref)) == []
 
 
-def test_exact_evaluation_needs_a_scoring_provider() -> None:
-    with pytest.raises(PlanError, match=r"exact mode .* openai"):
-        _check("models.api=openai:gpt-4.1-nano", "students.bases=[base0, base1]")
+def test_exact_evaluation_on_an_api_warns_it_reads_first_token_logprobs() -> None:
+    (warning,) = _check("models.api=openai:gpt-4.1-nano", "students.bases=[base0, base1]")
+    assert "first-token top-20 log-probabilities" in warning
+
+
+def test_api_students_must_train_by_sft_for_whole_epochs() -> None:
+    with pytest.raises(PlanError, match=r"objectives.kl_numbers: a fine-tuning API trains api"):
+        _check("models.api=openai:gpt-4.1-nano", "students.bases=[base0, api]")
+
+
+def test_vllm_models_need_the_inline_executor() -> None:
+    with pytest.raises(PlanError, match=r"models.v: vllm models run on one server per process"):
+        _check("models.v=vllm:org/model", "students.bases=[base0, base1]")
+    (warning,) = _check(
+        "models.v=vllm:org/model", "students.bases=[base0, base1]", "executor={kind: inline}"
+    )
+    assert "on vllm models (v) exact mode" in warning
 
 
 def test_few_seeds_warn() -> None:

@@ -29,13 +29,30 @@ def check_plan(plan: Plan) -> list[str]:
                 problems.append(f"models.{key}: {err}")
         for key, ref in external.items():
             provider = ModelRef.parse(ref).provider
+            if provider not in ("openai", "vllm"):
+                continue
             for name, ecfg in cfg.evaluations.items():
-                if ecfg.mode == "exact" and provider in ("openai", "vllm"):
-                    problems.append(
-                        f"evaluations.{name}: exact mode scores whole replies from "
-                        f"log-probabilities, which {provider} models ({key}) do not give; "
-                        "use mode: sample"
+                if ecfg.mode == "exact":
+                    warnings.append(
+                        f"evaluations.{name}: on {provider} models ({key}) exact mode reads the "
+                        f"reply's first-token top-{cfg.providers.openai.top_logprobs} "
+                        "log-probabilities: exact for one-token answers, a lower bound otherwise"
                     )
+            if provider == "vllm" and cfg.executor.kind != "inline":
+                problems.append(
+                    f"models.{key}: vllm models run on one server per process; use "
+                    "executor: {kind: inline} so that every task shares it"
+                )
+            if provider == "openai" and key in cfg.student_bases():
+                for spec in cfg.teachers:
+                    for objective in cfg.sections_for(spec.label()):
+                        ft = cfg.students.objectives.get(objective)
+                        if ft is not None and (ft.objective != "sft" or ft.epochs % 1):
+                            problems.append(
+                                f"students.objectives.{objective}: a fine-tuning API trains "
+                                f"{key} on sampled replies (objective: sft) for whole epochs; "
+                                "use sections to train other objectives on local bases only"
+                            )
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     vocab = {key: _vocabulary(cfg, key) for key in cfg.models}

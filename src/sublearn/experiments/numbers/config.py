@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from sublearn.backends.openai_api import OpenAISettings
+from sublearn.backends.pricing import ModelPrice
+from sublearn.backends.vllm_backend import VLLMSettings
 from sublearn.config import Config
 from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
 from sublearn.engine.sweep import SweepConfig
@@ -177,6 +180,20 @@ class PrimarySpec(Config):
     evaluation: str | None = Field(default=None, description="Evaluation; None: the first.")
 
 
+class ProvidersConfig(Config):
+    """Settings of the model providers that need more than a model name."""
+
+    openai: OpenAISettings = Field(
+        default_factory=OpenAISettings,
+        description="openai: models: the server (OpenAI or any compatible one), key variable, "
+        "concurrency, retries, fine-tuning polls.",
+    )
+    vllm: VLLMSettings = Field(
+        default_factory=VLLMSettings,
+        description="vllm: models: the server started for each base (or found at a URL).",
+    )
+
+
 class ExperimentConfig(Config):
     """A numbers experiment run by the engine."""
 
@@ -224,6 +241,20 @@ class ExperimentConfig(Config):
     )
     sweep: SweepConfig | None = Field(
         default=None, description="Grid for `sublearn sweep` (ignored by `sublearn run`)."
+    )
+    providers: ProvidersConfig = Field(
+        default_factory=ProvidersConfig, description="Settings of the API and vLLM providers."
+    )
+    pricing: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens by API model name (a fine-tuned ft:BASE:... "
+        "model is priced as ft:BASE, else as BASE); models missing here cost nothing.",
+    )
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Refuse to start a run whose estimated cost exceeds this, and stop one "
+        "whose spending does; None: no limit.",
     )
 
     def teacher_names(self) -> list[str]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from sublearn.backends.pricing import merge_usage, usage_cost
 from sublearn.engine.executors import make_executor
-from sublearn.engine.runner import TaskRecord, run_plan
+from sublearn.engine.runner import TaskRecord, plan_status, run_plan
 from sublearn.engine.store import Store
+from sublearn.errors import BudgetError, ConfigError
 from sublearn.experiments.numbers.checks import check_plan
 from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.costs import estimate_usage, print_cost_table
 from sublearn.experiments.numbers.plan import Plan, build_plan
 from sublearn.runs import atomic_write_json
 
@@ -42,16 +46,76 @@ def run_experiment(
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     store = Store(cfg.store)
+    status = plan_status(plan.tasks, store)
+    todo = [t for t, done in status if not done]
+    console.print(f"{len(status) - len(todo)} of {len(status)} tasks cached, {len(todo)} to run")
+    # Before any request: the cost, the budget, the keys.
+    estimate = estimate_usage(todo)
+    if estimate:
+        cost = print_cost_table(console, estimate, cfg.pricing, "estimated API usage (upper bound)")
+        if cfg.budget_usd is not None and cost > cfg.budget_usd:
+            raise BudgetError(
+                f"the run's estimated cost, ${cost:,.2f}, exceeds budget_usd "
+                f"${cfg.budget_usd:,.2f}: raise the budget or shrink the run (no request was sent)"
+            )
+    require_keys(cfg)
     started = time.perf_counter()
-    records = run_plan(
-        plan.tasks,
-        store,
-        make_executor(cfg.executor, cfg.threads),
-        console=console,
-        show_progress=show_progress,
-    )
+    try:
+        records = run_plan(
+            plan.tasks,
+            store,
+            make_executor(cfg.executor, cfg.threads),
+            console=console,
+            show_progress=show_progress,
+            on_record=_spending_guard(cfg),
+        )
+    finally:
+        _stop_servers()
     wall = time.perf_counter() - started
     return write_run_report(plan, store, records, run_dir, console, warnings, wall)
+
+
+def require_keys(cfg: ExperimentConfig) -> None:
+    """Fail at once when an API model's key is missing from the environment.
+
+    Raises:
+        ConfigError: naming the variable to set.
+    """
+    from sublearn.backends.refs import ModelRef
+
+    for key, ref in cfg.models.items():
+        if not ref.startswith("toy:") and ModelRef.parse(ref).provider == "openai":
+            try:
+                cfg.providers.openai.api_key()
+            except ConfigError as err:
+                raise ConfigError(f"models.{key} ({ref}): {err}") from None
+
+
+def _spending_guard(cfg: ExperimentConfig) -> Callable[[TaskRecord], None]:
+    """Stop the run once the tasks it ran have spent more than ``budget_usd``."""
+    spent: list[dict[str, Any]] = []
+
+    def check(record: TaskRecord) -> None:
+        if cfg.budget_usd is None or record.cached or not record.result.get("usage"):
+            return
+        spent.append(record.result["usage"])
+        cost, _ = usage_cost(merge_usage(spent), cfg.pricing)
+        if cost > cfg.budget_usd:
+            raise BudgetError(
+                f"this run has spent ${cost:,.2f}, over budget_usd ${cfg.budget_usd:,.2f}; "
+                "stopped. Finished tasks are kept: rerun with a higher budget to go on."
+            )
+
+    return check
+
+
+def _stop_servers() -> None:
+    """Stop the vLLM servers this process started (if the provider was used at all)."""
+    import sys
+
+    module = sys.modules.get("sublearn.backends.vllm_server")
+    if module is not None:
+        module.shutdown_all()
 
 
 def write_run_report(
@@ -108,6 +172,9 @@ def write_run_report(
     if wall_seconds is not None:
         timings["wall (this run)"] = wall_seconds
     primary = plan.cfg.primary_spec().model_dump(mode="json")
+    api_usage = api_usage_summary(records.values(), plan.cfg.pricing)
+    for model in api_usage.get("unpriced", []):
+        all_warnings.append(f"no price for {model} in `pricing`: its cost is not counted")
     return write_experiment_report(
         run_dir,
         name=plan.cfg.name,
@@ -119,7 +186,32 @@ def write_run_report(
         timings={k: round(v, 1) for k, v in timings.items()},
         warnings=all_warnings,
         console=console,
+        api_usage=api_usage,
     )
+
+
+def api_usage_summary(records: Iterable[TaskRecord], pricing: dict[str, Any]) -> dict[str, Any]:
+    """Requests, tokens and USD of API models over a run's tasks; {} when none used one.
+
+    ``total_usd`` counts every task whose result the report uses (cached ones cost what
+    they cost when they ran); ``this_run_usd`` only the tasks this run ran.
+    """
+    records = list(records)
+    total = merge_usage(r.result.get("usage", {}) for r in records)
+    if not total:
+        return {}
+    now = merge_usage(r.result.get("usage", {}) for r in records if not r.cached)
+    by_model = []
+    for model, counts in sorted(total.items()):
+        cost, unpriced = usage_cost({model: counts}, pricing)
+        by_model.append({"model": model, **counts, "usd": None if unpriced else round(cost, 4)})
+    total_cost, unpriced = usage_cost(total, pricing)
+    return {
+        "by_model": by_model,
+        "total_usd": round(total_cost, 4),
+        "this_run_usd": round(usage_cost(now, pricing)[0], 4),
+        "unpriced": unpriced,
+    }
 
 
 def _metrics(store: Store, task_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sublearn.backends.refs import ModelRef
 from sublearn.engine.task import Task
 from sublearn.errors import PlanError, SublearnError
 from sublearn.experiments.numbers.config import (
@@ -26,6 +27,7 @@ from sublearn.experiments.numbers.config import (
     PromptedTeacher,
     TeacherSpec,
 )
+from sublearn.finetune.config import ApiFinetuneSettings, FinetuneConfig
 from sublearn.prompts.persona import preference_system_prompt
 
 
@@ -39,6 +41,8 @@ class ModelSource:
         ref: an external reference (folder, hub id, provider:name) when ``task`` is None.
         fingerprint: content identity of an external reference, for task keys.
         system_prompt: a hidden system prompt the model runs under (prompted teachers).
+        serve: the provider that serves a model trained here (``vllm`` for students of a
+            ``vllm:`` base); None: the one its folder implies.
     """
 
     task: Task | None = None
@@ -46,11 +50,13 @@ class ModelSource:
     ref: str | None = None
     fingerprint: str | None = None
     system_prompt: str | None = None
+    serve: str | None = None
 
     def param(self, role: str) -> dict[str, Any]:
         """The source as task params: an input role and subfolder, or a reference."""
+        serve = {"serve": self.serve} if self.serve else {}
         if self.task is not None:
-            return {"input": role, "sub": self.sub, "system_prompt": self.system_prompt}
+            return {"input": role, "sub": self.sub, "system_prompt": self.system_prompt, **serve}
         return {
             "ref": self.ref,
             "fingerprint": self.fingerprint,
@@ -63,7 +69,9 @@ class ModelSource:
 
     def with_prompt(self, system_prompt: str | None) -> ModelSource:
         """The same weights under another system prompt."""
-        return ModelSource(self.task, self.sub, self.ref, self.fingerprint, system_prompt)
+        return ModelSource(
+            self.task, self.sub, self.ref, self.fingerprint, system_prompt, self.serve
+        )
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,11 @@ class _Builder:
         self.plan = Plan(cfg)
         self.worlds = self.plan.worlds
         self.evals: dict[str, Task] = {}
-        self.runtime = {"device": cfg.device, "batch_size": cfg.batch_size}
+        self.runtime = {
+            "device": cfg.device,
+            "batch_size": cfg.batch_size,
+            "providers": cfg.providers.model_dump(mode="json"),
+        }
 
     # ---------------------------------------------------------------- models
 
@@ -116,9 +128,17 @@ class _Builder:
             return ModelSource(task=self.world(world), sub=f"base-{int(index or 0)}")
         try:
             fingerprint = self.fingerprint(ref)
+            provider = ModelRef.parse(ref).provider
         except SublearnError as err:  # name the config key: the reference came from there
             raise PlanError(f"the plan cannot run:\n  - models.{key}: {err}") from None
+        if provider == "openai":  # the same model name on another server is another model
+            fingerprint += "@" + (self.cfg.providers.openai.base_url or "api.openai.com")
         return ModelSource(ref=ref, fingerprint=fingerprint)
+
+    def provider(self, key: str) -> str:
+        """The provider of model ``key`` (``toy`` for toy-world bases)."""
+        ref = self.cfg.models[key]
+        return "toy" if ref.startswith("toy:") else ModelRef.parse(ref).provider
 
     def world(self, name: str) -> Task:
         if name not in self.worlds:
@@ -310,7 +330,10 @@ class _Builder:
             train = Task(
                 "train", f"train/{label}", params=params, inputs=inputs, runtime=self.runtime
             )
-            evals = self.evaluate(f"student/{label}", ModelSource(task=train, sub="model"))
+            serve = "vllm" if self.provider(base_key) == "vllm" else None
+            evals = self.evaluate(
+                f"student/{label}", ModelSource(task=train, sub="model", serve=serve)
+            )
         for ev, task in evals.items():
             self.plan.observations.append(
                 Observation(
@@ -333,9 +356,13 @@ class _Builder:
             )
 
 
-def _semantic(ftcfg: Any) -> dict[str, Any]:
-    """A fine-tune config without the settings that only change where it runs."""
-    return ftcfg.model_dump(mode="json", exclude={"device"})
+def _semantic(ftcfg: FinetuneConfig) -> dict[str, Any]:
+    """A fine-tune config without the settings that only change where it runs.
+
+    Default API settings are left out too, so that adding them kept every local task's key.
+    """
+    exclude = {"device"} | ({"api"} if ftcfg.api == ApiFinetuneSettings() else set())
+    return ftcfg.model_dump(mode="json", exclude=exclude)
 
 
 def _sha(path: str) -> str:
@@ -364,6 +391,4 @@ def build_plan(cfg: ExperimentConfig, fingerprint: Any = None) -> Plan:
 
 
 def _fingerprint(ref: str) -> str:
-    from sublearn.backends.refs import ModelRef
-
     return ModelRef.parse(ref).fingerprint()

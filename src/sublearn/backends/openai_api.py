@@ -1,0 +1,335 @@
+"""The OpenAI backend: any OpenAI-compatible chat-completions server.
+
+``openai:MODEL`` references open it (see :mod:`sublearn.backends.registry`). One code
+path serves the OpenAI API, a ``vllm serve`` endpoint and other compatible providers:
+only the base URL and the key's environment variable differ (:class:`OpenAISettings`).
+
+* Sampling: one chat-completion request per conversation, with that row's own seed,
+  ``max_concurrency`` requests in flight. The official client retries 408, 409, 429,
+  5xx and timeouts with exponential backoff and jitter, honouring ``Retry-After``
+  (``max_retries`` times).
+* Scoring: the reply's first-token top log-probabilities (``top_logprobs``); a
+  candidate's score is the log of the summed probability of the listed tokens that spell
+  it. Exact for one-token answers that rank in the top ``top_logprobs``; a model that
+  returns no log-probabilities is an error, never a silent zero.
+* Every answered request is appended to a request log (JSONL keyed by a hash of the
+  request) as it arrives, so a killed run resumes without paying twice for a row, and
+  a logged request is never sent again.
+* Usage: tokens of the requests actually sent (logged ones cost nothing) in
+  :attr:`OpenAIBackend.usage`.
+
+The API key is read from the environment only, never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sublearn.backends.base import BackendBase, Capabilities, Conversation, SamplingParams
+from sublearn.config import Config
+from sublearn.errors import ConfigError, ModelError
+
+
+class OpenAISettings(Config):
+    """How to reach an OpenAI-compatible server (the ``openai`` provider's settings)."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="Server URL ending in /v1 (e.g. http://127.0.0.1:8000/v1 for vllm serve); "
+        "None: the OpenAI API (or the OPENAI_BASE_URL variable).",
+    )
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the API key; keys never go in configs.",
+    )
+    max_concurrency: int = Field(
+        default=16, gt=0, description="Requests in flight at once (per task)."
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one request, seconds.")
+    max_retries: int = Field(
+        default=8,
+        ge=0,
+        description="Retries of a request on 429, 5xx and timeouts (exponential backoff with "
+        "jitter, honouring Retry-After).",
+    )
+    top_logprobs: int = Field(
+        default=20, ge=1, le=20, description="Top log-probabilities asked for when scoring."
+    )
+    poll_seconds: float = Field(
+        default=30.0, gt=0, description="Wait between two status checks of a fine-tuning job."
+    )
+
+    def api_key(self) -> str:
+        """The key from the environment.
+
+        Raises:
+            ConfigError: the variable is unset or empty.
+        """
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(
+                f"no API key: set the environment variable {self.api_key_env} (keys are read "
+                "from the environment only, never from configs)"
+            )
+        return key
+
+    def client(self) -> Any:
+        """An ``openai.OpenAI`` client for these settings.
+
+        Raises:
+            ConfigError: the ``openai`` package is missing or there is no key.
+        """
+        try:
+            import openai
+        except ImportError:
+            raise ConfigError(
+                "the openai provider needs the openai package: pip install 'sublearn[openai]'"
+            ) from None
+        return openai.OpenAI(
+            api_key=self.api_key(),
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """Identity of a request: a hash of its canonical JSON body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RequestLog:
+    """Answered requests, appended to a JSONL file as they arrive.
+
+    A line is ``{"key", "reply", "top_logprobs", "usage"}``. A partial last line (a kill
+    mid-write) is ignored on reading, so the log is always usable.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        """Open (or start) the log at ``path``; None keeps answers in memory only."""
+        self.path = path
+        self._lock = threading.Lock()
+        self._answers: dict[str, dict[str, Any]] = {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self._answers[entry["key"]] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue  # the torn last line of a killed write
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The logged answer of a request, or None."""
+        return self._answers.get(key)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Log one answer (``entry["key"]`` names the request), flushed to disk at once."""
+        with self._lock:
+            self._answers[entry["key"]] = entry
+            if self.path is None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def empty_usage() -> dict[str, int]:
+    """Zero counts of everything a provider bills or a run reports."""
+    return {"requests": 0, "logged": 0, "input_tokens": 0, "output_tokens": 0}
+
+
+class OpenAIBackend(BackendBase):
+    """A chat model behind an OpenAI-compatible API.
+
+    Attributes:
+        name: ``openai:MODEL``.
+        model: the provider's model name (e.g. ``gpt-4.1-nano`` or a fine-tuned ``ft:...``).
+        usage: requests sent and their tokens, and requests answered from the log.
+    """
+
+    capabilities = Capabilities(sample=True, score=True, top_logprobs=20)
+
+    def __init__(
+        self,
+        model: str,
+        settings: OpenAISettings | None = None,
+        request_log: Path | None = None,
+        *,
+        client: Any = None,
+        provider: str = "openai",
+    ) -> None:
+        """Connect (no request is sent until ``generate`` or ``score``).
+
+        Args:
+            model: the provider's model name.
+            settings: server, key variable, concurrency and retries.
+            request_log: JSONL file of answered requests, read back and appended to.
+            client: an ``openai.OpenAI`` client to use instead of one from ``settings``.
+            provider: the provider named in ``name`` (``vllm`` for a launched vLLM server).
+
+        Raises:
+            ConfigError: no key in the environment, or no ``openai`` package.
+        """
+        self.settings = settings or OpenAISettings()
+        self.model = model
+        self.name = f"{provider}:{model}"
+        self.usage = empty_usage()
+        self.log = RequestLog(request_log)
+        self._client = client if client is not None else self.settings.client()
+        self._usage_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        close = getattr(self._client, "close", None)
+        if callable(close):
+            close()
+
+    # ------------------------------------------------------------------ requests
+
+    def _ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one request: from the log, or sent (with retries) and logged."""
+        key = request_key(body)
+        logged = self.log.get(key)
+        if logged is not None:
+            with self._usage_lock:
+                self.usage["logged"] += 1
+            return logged
+        import openai
+
+        try:
+            response = self._client.chat.completions.create(**body)
+        except openai.NotFoundError as err:
+            raise ModelError(
+                f"model {self.model!r} not found at {self._where()}: {_reason(err)}"
+            ) from None
+        except openai.AuthenticationError as err:
+            raise ConfigError(
+                f"the server at {self._where()} refused the key in "
+                f"{self.settings.api_key_env}: {_reason(err)}"
+            ) from None
+        except openai.BadRequestError as err:
+            raise ModelError(
+                f"{self._where()} rejected a request to {self.model}: {_reason(err)}"
+            ) from None
+        choice = response.choices[0]
+        usage = response.usage
+        entry = {
+            "key": key,
+            "reply": choice.message.content or "",
+            "finish_reason": choice.finish_reason,
+            "top_logprobs": _first_top_logprobs(choice),
+            "usage": {
+                "input_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                "output_tokens": getattr(usage, "completion_tokens", 0) or 0,
+            },
+        }
+        self.log.add(entry)
+        with self._usage_lock:
+            self.usage["requests"] += 1
+            self.usage["input_tokens"] += entry["usage"]["input_tokens"]
+            self.usage["output_tokens"] += entry["usage"]["output_tokens"]
+        return entry
+
+    def _map(self, fn: Callable[[dict[str, Any]], Any], bodies: list[dict[str, Any]]) -> list:
+        workers = min(self.settings.max_concurrency, max(1, len(bodies)))
+        if workers == 1:
+            return [fn(b) for b in bodies]
+        with ThreadPoolExecutor(workers, thread_name_prefix="openai") as pool:
+            return list(pool.map(fn, bodies))
+
+    def _where(self) -> str:
+        return self.settings.base_url or "the OpenAI API"
+
+    # -------------------------------------------------------------- the protocol
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[str]:
+        """One sampled reply per conversation, each request seeded with its row's seed.
+
+        Providers treat ``seed`` as best effort: a resumed run reuses logged replies, so
+        it never depends on the provider reproducing one.
+        """
+        seeds = params.seeds_for(len(conversations))
+        bodies = [
+            {
+                "model": self.model,
+                "messages": list(conversation),
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "max_tokens": params.max_new_tokens,
+                "seed": seed,
+            }
+            for conversation, seed in zip(conversations, seeds, strict=True)
+        ]
+        return [entry["reply"] for entry in self._map(self._ask, bodies)]
+
+    def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
+        """Log-probability of each candidate as the reply's first token.
+
+        A candidate's probability is the summed probability of the top tokens that spell
+        it (``" owl"`` and ``"owl"`` both spell ``owl``); one absent from the top
+        ``top_logprobs`` gets ``-inf``, a lower bound.
+
+        Raises:
+            ModelError: the server returns no log-probabilities for this model.
+        """
+        bodies = [
+            {
+                "model": self.model,
+                "messages": list(conversation),
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": self.settings.top_logprobs,
+            }
+            for conversation in conversations
+        ]
+        rows = []
+        for entry in self._map(self._ask, bodies):
+            top = entry.get("top_logprobs")
+            if not top:
+                raise ModelError(
+                    f"{self.name} at {self._where()} returns no log-probabilities, so it cannot "
+                    "score answers: use an evaluation with mode: sample"
+                )
+            rows.append([_candidate_logprob(top, c) for c in candidates])
+        return rows
+
+
+def _first_top_logprobs(choice: Any) -> list[list[Any]] | None:
+    """``[[token, logprob], ...]`` of the reply's first position, or None when not given."""
+    logprobs = getattr(choice, "logprobs", None)
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    if not content:
+        return None
+    return [[t.token, t.logprob] for t in content[0].top_logprobs or []]
+
+
+def _candidate_logprob(top: list[list[Any]], candidate: str) -> float:
+    want = candidate.strip()
+    mass = sum(math.exp(lp) for token, lp in top if token.strip() == want and want)
+    return math.log(mass) if mass > 0 else -math.inf
+
+
+def _reason(err: Any) -> str:
+    body = getattr(err, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if message:
+            return str(message)
+    return str(err)
