@@ -226,8 +226,9 @@ class _GumbelMax:
 class HFBackend:
     """A ``Backend`` over a local or hub Hugging Face causal LM."""
 
-    # Exact scores by teacher forcing; no top-k log-probability method (yet).
-    capabilities = Capabilities(sample=True, score=True, top_logprobs=0)
+    # Exact scores by teacher forcing; any number of top first-token log-probabilities
+    # (next_token_logprobs), reported as the API maximum.
+    capabilities = Capabilities(sample=True, score=True, top_logprobs=20)
     model: Any  # a transformers causal LM; None once closed
 
     def __init__(

@@ -152,8 +152,11 @@ class OpenAIFinetuner:
                 f"the {cfg.objective!r} objective needs the teacher's logits; a fine-tuning API "
                 "trains on sampled replies only (objective: sft)"
             )
-        if cfg.epochs != int(cfg.epochs):
-            raise DataError(f"a fine-tuning API takes whole epochs, not {cfg.epochs}")
+        if cfg.epochs != int(cfg.epochs) or cfg.max_steps is not None:
+            raise DataError(
+                f"a fine-tuning API trains whole epochs (epochs: {cfg.epochs}, max_steps: "
+                f"{cfg.max_steps}): set a whole number of epochs and max_steps: null"
+            )
         file_id = self._upload(job.dataset, state_dir)
         found = self._job_for_file(file_id)
         if found is None:

@@ -65,12 +65,30 @@ def test_kl_students_need_the_teachers_tokenizer() -> None:
 
 def test_exact_evaluation_on_an_api_warns_it_reads_first_token_logprobs() -> None:
     (warning,) = _check("models.api=openai:gpt-4.1-nano", "students.bases=[base0, base1]")
-    assert "first-token top-20 log-probabilities" in warning
+    assert "(api) exact mode reads the reply's first-token top-20 log-probabilities" in warning
 
 
 def test_api_students_must_train_by_sft_for_whole_epochs() -> None:
     with pytest.raises(PlanError, match=r"objectives.kl_numbers: a fine-tuning API trains api"):
         _check("models.api=openai:gpt-4.1-nano", "students.bases=[base0, api]")
+    with pytest.raises(PlanError, match=r"objectives.sft: a fine-tuning API .*max_steps: null"):
+        _check(
+            "models.api=openai:gpt-4.1-nano",
+            "students.bases=[base0, api]",
+            "sections=[sft]",
+            "primary=null",
+            "students.objectives.sft.max_steps=10",
+        )
+
+
+def test_api_teachers_are_fine_tuned_for_whole_epochs() -> None:
+    with pytest.raises(PlanError, match=r"teachers owl-ft kind.finetune: a fine-tuning API"):
+        _check("models.base0=openai:gpt-4.1-nano")  # the demo teacher stops at max_steps
+
+
+def test_kl_students_need_a_local_teacher() -> None:
+    with pytest.raises(PlanError, match=r"KL needs the teacher's logits here; teacher owl-ft"):
+        _check("models.base0=vllm:org/model", "executor={kind: inline}")
 
 
 def test_vllm_models_need_the_inline_executor() -> None:
@@ -79,7 +97,7 @@ def test_vllm_models_need_the_inline_executor() -> None:
     (warning,) = _check(
         "models.v=vllm:org/model", "students.bases=[base0, base1]", "executor={kind: inline}"
     )
-    assert "on vllm models (v) exact mode" in warning
+    assert "on API and vLLM models (v) exact mode" in warning
 
 
 def test_few_seeds_warn() -> None:

@@ -4,8 +4,9 @@ after an hour of generation, when a model cannot be loaded or a comparison canno
 from __future__ import annotations
 
 from sublearn.errors import PlanError
-from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.config import ExperimentConfig, PromptedTeacher
 from sublearn.experiments.numbers.plan import Plan
+from sublearn.finetune.config import FinetuneConfig
 
 
 def check_plan(plan: Plan) -> list[str]:
@@ -27,32 +28,27 @@ def check_plan(plan: Plan) -> list[str]:
                 ModelRef.parse(ref).check()
             except Exception as err:  # every resolution failure becomes one line here
                 problems.append(f"models.{key}: {err}")
-        for key, ref in external.items():
-            provider = ModelRef.parse(ref).provider
-            if provider not in ("openai", "vllm"):
-                continue
+        remote = {
+            key: ModelRef.parse(ref).provider
+            for key, ref in external.items()
+            if ModelRef.parse(ref).provider in ("openai", "vllm")
+        }
+        if remote:
             for name, ecfg in cfg.evaluations.items():
                 if ecfg.mode == "exact":
+                    top = cfg.providers.openai.top_logprobs
                     warnings.append(
-                        f"evaluations.{name}: on {provider} models ({key}) exact mode reads the "
-                        f"reply's first-token top-{cfg.providers.openai.top_logprobs} "
-                        "log-probabilities: exact for one-token answers, a lower bound otherwise"
+                        f"evaluations.{name}: on API and vLLM models ({', '.join(remote)}) exact "
+                        f"mode reads the reply's first-token top-{top} log-probabilities: "
+                        "exact for one-token answers, a lower bound otherwise"
                     )
+        for key, provider in remote.items():
             if provider == "vllm" and cfg.executor.kind != "inline":
                 problems.append(
                     f"models.{key}: vllm models run on one server per process; use "
                     "executor: {kind: inline} so that every task shares it"
                 )
-            if provider == "openai" and key in cfg.student_bases():
-                for spec in cfg.teachers:
-                    for objective in cfg.sections_for(spec.label()):
-                        ft = cfg.students.objectives.get(objective)
-                        if ft is not None and (ft.objective != "sft" or ft.epochs % 1):
-                            problems.append(
-                                f"students.objectives.{objective}: a fine-tuning API trains "
-                                f"{key} on sampled replies (objective: sft) for whole epochs; "
-                                "use sections to train other objectives on local bases only"
-                            )
+        problems += _api_training_problems(cfg, remote)
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     vocab = {key: _vocabulary(cfg, key) for key in cfg.models}
@@ -84,6 +80,42 @@ def check_plan(plan: Plan) -> list[str]:
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     return warnings
+
+
+def _api_training_problems(cfg: ExperimentConfig, remote: dict[str, str]) -> list[str]:
+    """What a fine-tuning API cannot do: soft labels, partial epochs, step limits.
+
+    Students and teachers fine-tuned on an ``openai:`` base go through the API; a KL
+    student also needs its teacher's logits on this machine, which an API or vLLM
+    teacher does not give.
+    """
+    problems = []
+
+    def api_problem(where: str, ft: FinetuneConfig, key: str) -> None:
+        if ft.objective != "sft" or ft.epochs % 1 or ft.max_steps is not None:
+            problems.append(
+                f"{where}: a fine-tuning API trains {key} on sampled replies (objective: sft) "
+                "for whole epochs (max_steps: null)"
+            )
+
+    for spec in cfg.teachers:
+        kind = spec.kind
+        if remote.get(spec.base) == "openai" and not isinstance(kind, PromptedTeacher):
+            api_problem(f"teachers {spec.label()} kind.finetune", kind.finetune, spec.base)
+        for objective in cfg.sections_for(spec.label()):
+            ft = cfg.students.objectives.get(objective)
+            if ft is None:
+                continue
+            if ft.objective == "kl" and spec.base in remote:
+                problems.append(
+                    f"students.objectives.{objective}: soft-label KL needs the teacher's logits "
+                    f"here; teacher {spec.label()} runs on {remote[spec.base]}"
+                )
+                continue
+            for key in cfg.student_bases():
+                if remote.get(key) == "openai":
+                    api_problem(f"students.objectives.{objective}", ft, key)
+    return list(dict.fromkeys(problems))
 
 
 def _vocabulary(cfg: ExperimentConfig, key: str) -> set[str] | None:
@@ -125,7 +157,12 @@ def _same_tokenizer(cfg: ExperimentConfig, a: str, b: str) -> bool:
         return False
     from transformers import AutoTokenizer
 
+    from sublearn.backends.refs import ModelRef
+
+    a_ref, b_ref = ModelRef.parse(ra), ModelRef.parse(rb)
+    if "openai" in (a_ref.provider, b_ref.provider):
+        return False  # an API model's tokenizer is not on this machine
     return (
-        AutoTokenizer.from_pretrained(ra).get_vocab()
-        == AutoTokenizer.from_pretrained(rb).get_vocab()
+        AutoTokenizer.from_pretrained(a_ref.name).get_vocab()
+        == AutoTokenizer.from_pretrained(b_ref.name).get_vocab()
     )
