@@ -68,7 +68,7 @@ import urllib.request
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -364,6 +364,17 @@ class Stats:
 # ------------------------------------------------------------------------------- app
 
 
+@dataclass
+class _Pending:
+    """Rows of one completion request waiting to be sampled in a batch."""
+
+    conversations: list[Conversation]
+    seeds: tuple[int, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    replies: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 class LocalOpenAIApp:
     """What the server does, without HTTP: models, files, fine-tuning jobs, faults.
 
@@ -416,6 +427,8 @@ class LocalOpenAIApp:
         self.stats = Stats()
         self._state_lock = threading.RLock()
         self._model_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: dict[tuple[Any, ...], list[_Pending]] = {}
         self._backends: OrderedDict[str, Backend] = OrderedDict()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._cancel: dict[str, threading.Event] = {}
@@ -685,7 +698,9 @@ class LocalOpenAIApp:
                 raise ApiError(
                     400, f"model {name} does not return log-probabilities", param="logprobs"
                 )
-            replies = backend.generate([conversation] * n, params)
+        replies = self._generate_batched(ref, [conversation] * n, params)
+        with self._model_lock:
+            backend = self._backend(ref)
             tokenizer = getattr(backend, "tokenizer", None)
             logprobs = (
                 _first_position_logprobs(backend, conversation, replies, top_k)
@@ -725,6 +740,44 @@ class LocalOpenAIApp:
             },
             "system_fingerprint": "sublearn-local",
         }
+
+    def _generate_batched(
+        self, ref: str, conversations: list[Conversation], params: SamplingParams
+    ) -> list[str]:
+        """Sample replies, batched with the concurrent requests that sample alike.
+
+        Requests wait for the model lock; whoever takes it answers every request waiting
+        with the same model and sampling settings in one ``generate`` call. Each row keeps
+        its own seed and the backends sample rows independently of their batch, so a
+        reply does not depend on what it was batched with.
+        """
+        key = (ref, params.temperature, params.top_p, params.max_new_tokens)
+        item = _Pending(conversations, params.seeds_for(len(conversations)))
+        with self._pending_lock:
+            self._pending.setdefault(key, []).append(item)
+        with self._model_lock:
+            if not item.done.is_set():
+                with self._pending_lock:
+                    batch = self._pending.pop(key, [])
+                try:
+                    backend = self._backend(ref)
+                    rows = [c for it in batch for c in it.conversations]
+                    seeds = tuple(seed for it in batch for seed in it.seeds)
+                    replies = backend.generate(rows, replace(params, row_seeds=seeds))
+                    start = 0
+                    for it in batch:
+                        it.replies = replies[start : start + len(it.conversations)]
+                        start += len(it.conversations)
+                except BaseException as err:
+                    for it in batch:
+                        it.error = err
+                    raise
+                finally:
+                    for it in batch:
+                        it.done.set()
+        if item.error is not None:
+            raise item.error
+        return item.replies
 
     # ------------------------------------------------------------------ files
 

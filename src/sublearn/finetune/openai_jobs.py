@@ -63,13 +63,12 @@ def validate_chat_file(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        problem = None
         try:
             messages = json.loads(line)["messages"]
         except (ValueError, KeyError, TypeError):
-            messages, problem = None, "not a JSON object with messages"
-        if messages is not None:
-            problem = _message_problem(messages)
+            problems.append(f"line {number}: not a JSON object with messages")
+            continue
+        problem = _message_problem(messages)
         if problem:
             problems.append(f"line {number}: {problem}")
         else:

@@ -5,8 +5,13 @@ and the key is never written anywhere."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -159,3 +164,75 @@ def test_the_paper_config_plans_with_a_cost_and_no_key(
     assert result.exit_code != 0
     assert "set the environment variable OPENAI_API_KEY" in result.output
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("done.json"))
+
+
+def _killed_run(root: Path, overrides: list[str], condition: Callable[[Path], bool]) -> bool:
+    """Start ``sublearn run`` and SIGKILL it once ``condition(store)`` holds."""
+    sets = [x for o in overrides for x in ("--set", o)]
+    command = [sys.executable, "-m", "sublearn.cli.main", "run", str(DEMO), *sets]
+    process = subprocess.Popen(
+        [*command, "--out", str(root / "killed")],
+        env={**os.environ, KEY_ENV: KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if condition(root / "store-kill"):
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.02)
+        return False
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _polling_a_job(store: Path) -> bool:
+    return any(
+        json.loads(p.read_text()).get("status") in ("pending", "running")
+        for p in store.glob("*/.*.state/job.json")
+        if p.stat().st_size
+    )
+
+
+def _generating(store: Path) -> bool:
+    logs = store.glob("generate/.*.state/requests.jsonl")
+    return any(len(p.read_text().splitlines()) >= 50 for p in logs)
+
+
+def test_killed_while_generating_and_while_polling_then_resumed_pays_nothing_twice(
+    served: tuple[Path, LocalServer],
+) -> None:
+    root, server = served
+    # Other seeds than the other tests' runs: every request of this run is new to the server.
+    overrides = [
+        *_overrides(root, server, "store-kill"),
+        "data.generation.seed=11",
+        "students.seeds=[7, 8]",
+    ]
+    before = server.stats()
+    server.set_faults(
+        [
+            {"job_delay": 1.5},
+            {"path": "/v1/chat/completions", "delay": 0.01, "times": None},
+        ]
+    )
+    try:
+        assert _killed_run(root, overrides, _generating)
+        assert _killed_run(root, overrides, _polling_a_job)
+    finally:
+        server.set_faults([])
+    _, summary, _ = _run(root, overrides, name="resumed")
+    after = server.stats()
+    # Teachers and control teachers, then 2 bases x 2 seeds x 2 conditions: one job each.
+    assert after["jobs_created"] - before["jobs_created"] == 2 + 8
+    # A request in flight at a kill may be sent again (at most max_concurrency of them);
+    # every other one was answered once.
+    again = [
+        key for key, n in after["completions"].items() if n - before["completions"].get(key, 0) > 1
+    ]
+    assert len(again) <= 16
+    assert len(summary["effects"]) == 2

@@ -125,3 +125,46 @@ def test_unknown_task_kind_is_refused() -> None:
 def test_sections_null_adds_the_sft_students() -> None:
     kinds = Counter(t.kind for t in topological(_plan("sections=null").tasks))
     assert kinds["train"] == 40
+
+
+PAPER = config_root() / "paper"
+
+
+def test_every_shipped_config_plans() -> None:
+    configs = sorted(config_root().glob("*/*.yaml"))
+    assert len(configs) >= 6
+    for path in configs:
+        if path.parent.name in ("toy", "paper"):
+            assert _plan(path=path).tasks, path
+
+
+def test_vllm_students_train_here_and_are_served_by_vllm() -> None:
+    plan = _plan(path=PAPER / "qwen2.5-7b-owl-numbers-vllm.yaml")
+    tasks = topological(plan.tasks)
+    train = next(t for t in tasks if t.kind == "train")
+    assert train.params["base"]["ref"] == "vllm:Qwen/Qwen2.5-7B-Instruct"
+    student_evals = [t for t in tasks if t.name.startswith("evaluate/student/")]
+    assert len(student_evals) == 5 * 2 * 2
+    assert all(t.params["model"]["serve"] == "vllm" for t in student_evals)
+    teacher_eval = next(t for t in tasks if t.name.startswith("evaluate/teacher/"))
+    assert "serve" not in teacher_eval.params["model"]  # the reference says vllm already
+
+
+def test_api_settings_enter_the_keys_only_where_set() -> None:
+    plan = _plan(path=PAPER / "gpt-4.1-nano-owl-numbers.yaml")
+    train = next(t for t in topological(plan.tasks) if t.kind == "train")
+    assert train.params["finetune"]["api"]["suffix"] == "owl-numbers"
+    assert train.params["finetune"]["epochs"] == 10
+    # A local fine-tune with default API settings keeps the key it had before they existed.
+    local = next(t for t in topological(_plan().tasks) if t.kind == "train")
+    assert "api" not in local.params["finetune"]
+
+
+def test_an_api_model_on_another_server_is_another_model() -> None:
+    path = PAPER / "gpt-4.1-nano-owl-numbers.yaml"
+    a = _keys(_plan(path=path))
+    b = _keys(_plan("providers.openai.base_url=http://127.0.0.1:9/v1", path=path))
+    assert a["generate/owl-prompted"] != b["generate/owl-prompted"]
+    speed = ("providers.openai.max_concurrency=3", "providers.openai.timeout_s=9")
+    c = _keys(_plan(*speed, path=path))
+    assert a == c  # speed settings change no key
