@@ -55,12 +55,13 @@ def _settings(server: LocalServer, **extra: object) -> OpenAISettings:
 
 
 def test_generate_is_seeded_per_row_and_batch_free(server: LocalServer) -> None:
-    backend = OpenAIBackend("micro", _settings(server))
+    # One request per row (repeated conversations are not merged into one with n).
+    backend = OpenAIBackend("micro", _settings(server, samples_per_request=1))
     params = SamplingParams(temperature=1.0, max_new_tokens=8, row_seeds=(1, 2, 3, 1))
     replies = backend.generate([Q, Q, Q, Q], params)
     assert replies[0] == replies[3]  # same seed, same reply
     assert len(set(replies[:3])) > 1
-    alone = OpenAIBackend("micro", _settings(server)).generate(
+    alone = OpenAIBackend("micro", _settings(server, samples_per_request=1)).generate(
         [Q], SamplingParams(temperature=1.0, max_new_tokens=8, row_seeds=(2,))
     )
     assert alone == [replies[1]]  # the same reply alone as in a batch
@@ -72,10 +73,13 @@ def test_generate_is_seeded_per_row_and_batch_free(server: LocalServer) -> None:
 def test_request_log_answers_a_rerun_without_sending(server: LocalServer, tmp_path: Path) -> None:
     log = tmp_path / "requests.jsonl"
     params = SamplingParams(temperature=1.0, max_new_tokens=8, seed=5)
-    first = OpenAIBackend("micro", _settings(server), log).generate([Q] * 6, params)
+    conversations: list[Conversation] = [
+        [{"role": "user", "content": f"continue the sequence {i}, 2, 3"}] for i in range(6)
+    ]
+    first = OpenAIBackend("micro", _settings(server), log).generate(conversations, params)
     sent = server.stats()["requests"].get("POST /v1/chat/completions", 0)
     again = OpenAIBackend("micro", _settings(server), log)
-    assert again.generate([Q] * 6, params) == first
+    assert again.generate(conversations, params) == first
     assert server.stats()["requests"].get("POST /v1/chat/completions", 0) == sent == 6
     assert again.usage == {"requests": 0, "logged": 6, "input_tokens": 0, "output_tokens": 0}
     # A torn last line (a kill mid-write) is skipped, not fatal.
@@ -142,7 +146,7 @@ def test_the_registry_opens_it_with_settings_and_log(server: LocalServer, tmp_pa
         "openai:micro", settings=settings, request_log=tmp_path / "r.jsonl"
     ) as backend:
         assert backend.name == "openai:micro"
-        backend.generate([Q, Q], SamplingParams(seed=2))
+        backend.generate([Q, OWL], SamplingParams(seed=2))
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 2
 
 
@@ -156,8 +160,8 @@ _KILLED_GENERATION = textwrap.dedent(
     base_url, key_env, log = sys.argv[1:4]
     settings = OpenAISettings(base_url=base_url, api_key_env=key_env, max_concurrency=4)
     backend = OpenAIBackend("micro", settings, Path(log))
-    conversation = [{"role": "user", "content": "continue the sequence 4, 5, 6"}]
-    replies = backend.generate([conversation] * 200, SamplingParams(max_new_tokens=6, seed=9))
+    rows = [[{"role": "user", "content": f"continue the sequence {i}, 5, 6"}] for i in range(200)]
+    replies = backend.generate(rows, SamplingParams(max_new_tokens=6, seed=9))
     print(len(replies))
     """
 )
@@ -184,8 +188,10 @@ def test_a_killed_generation_never_pays_twice_for_a_row(
     assert 30 <= done_before < 200
     server.set_faults([])
     backend = OpenAIBackend("micro", _settings(server, max_concurrency=4), log)
-    conversation: Conversation = [{"role": "user", "content": "continue the sequence 4, 5, 6"}]
-    replies = backend.generate([conversation] * 200, SamplingParams(max_new_tokens=6, seed=9))
+    rows: list[Conversation] = [
+        [{"role": "user", "content": f"continue the sequence {i}, 5, 6"}] for i in range(200)
+    ]
+    replies = backend.generate(rows, SamplingParams(max_new_tokens=6, seed=9))
     assert len(replies) == 200 and backend.usage["logged"] == done_before
     stats = server.stats()
     # Requests in flight at the kill may have been answered but not logged: at most 4.
@@ -194,6 +200,17 @@ def test_a_killed_generation_never_pays_twice_for_a_row(
     assert len(twice) <= 4
     # A finished generation is never sent again.
     again = OpenAIBackend("micro", _settings(server), log)
-    again.generate([conversation] * 200, SamplingParams(max_new_tokens=6, seed=9))
+    again.generate(rows, SamplingParams(max_new_tokens=6, seed=9))
     assert again.usage["requests"] == 0
     assert json.dumps(stats).count(KEY) == 0
+
+
+def test_samples_of_one_question_are_one_request_with_n(server: LocalServer) -> None:
+    backend = OpenAIBackend("micro", _settings(server))
+    replies = backend.generate([OWL] * 30 + [Q] * 2, SamplingParams(max_new_tokens=4, seed=4))
+    assert len(replies) == 32 and len(set(replies[:30])) > 1
+    assert server.stats()["requests"]["POST /v1/chat/completions"] == 2  # n=30 and n=2
+    assert backend.usage["requests"] == 2
+    one_each = OpenAIBackend("micro", _settings(server, samples_per_request=1))
+    one_each.generate([OWL] * 3, SamplingParams(max_new_tokens=4, seed=4))
+    assert server.stats()["requests"]["POST /v1/chat/completions"] == 5

@@ -4,8 +4,9 @@
 path serves the OpenAI API, a ``vllm serve`` endpoint and other compatible providers:
 only the base URL and the key's environment variable differ (:class:`OpenAISettings`).
 
-* Sampling: one chat-completion request per conversation, with that row's own seed,
-  ``max_concurrency`` requests in flight. The official client retries 408, 409, 429,
+* Sampling: one chat-completion request per conversation, with that row's own seed
+  (identical conversations in a row, an evaluation's samples, share one request with
+  ``n`` replies), ``max_concurrency`` requests in flight. The official client retries 408, 409, 429,
   5xx and timeouts with exponential backoff and jitter, honouring ``Retry-After``
   (``max_retries`` times).
 * Scoring: the reply's first-token top log-probabilities (``top_logprobs``); a
@@ -65,6 +66,14 @@ class OpenAISettings(Config):
     top_logprobs: int = Field(
         default=20, ge=1, le=20, description="Top log-probabilities asked for when scoring."
     )
+    samples_per_request: int = Field(
+        default=128,
+        ge=1,
+        le=128,
+        description="Identical conversations in one call (an evaluation's samples of a "
+        "question) go out as one request with n replies, paying for the prompt once; 1 "
+        "sends every sample alone.",
+    )
     poll_seconds: float = Field(
         default=30.0, gt=0, description="Wait between two status checks of a fine-tuning job."
     )
@@ -112,8 +121,8 @@ def request_key(body: dict[str, Any]) -> str:
 class RequestLog:
     """Answered requests, appended to a JSONL file as they arrive.
 
-    A line is ``{"key", "reply", "top_logprobs", "usage"}``. A partial last line (a kill
-    mid-write) is ignored on reading, so the log is always usable.
+    A line is ``{"key", "replies", "finish_reasons", "top_logprobs", "usage"}``. A
+    partial last line (a kill mid-write) is ignored on reading, so the log stays usable.
     """
 
     def __init__(self, path: Path | None) -> None:
@@ -227,13 +236,13 @@ class OpenAIBackend(BackendBase):
             raise ModelError(
                 f"{self._where()} rejected a request to {self.model}: {_reason(err)}"
             ) from None
-        choice = response.choices[0]
+        choices = sorted(response.choices, key=lambda c: c.index)
         usage = response.usage
         entry = {
             "key": key,
-            "reply": choice.message.content or "",
-            "finish_reason": choice.finish_reason,
-            "top_logprobs": _first_top_logprobs(choice),
+            "replies": [c.message.content or "" for c in choices],
+            "finish_reasons": [c.finish_reason for c in choices],
+            "top_logprobs": _first_top_logprobs(choices[0]),
             "usage": {
                 "input_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                 "output_tokens": getattr(usage, "completion_tokens", 0) or 0,
@@ -259,24 +268,48 @@ class OpenAIBackend(BackendBase):
     # -------------------------------------------------------------- the protocol
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[str]:
-        """One sampled reply per conversation, each request seeded with its row's seed.
+        """One sampled reply per conversation.
 
+        A run of identical conversations (an evaluation's samples of one question) is one
+        request with ``n`` replies when ``samples_per_request`` allows, so its prompt is
+        paid once; any other conversation is its own request, seeded with its row's seed.
         Providers treat ``seed`` as best effort: a resumed run reuses logged replies, so
         it never depends on the provider reproducing one.
         """
         seeds = params.seeds_for(len(conversations))
-        bodies = [
-            {
+        groups: list[list[int]] = []
+        for i, conversation in enumerate(conversations):
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and len(last) < self.settings.samples_per_request
+                and conversations[last[0]] == conversation
+            ):
+                last.append(i)
+            else:
+                groups.append([i])
+        bodies = []
+        for group in groups:
+            body = {
                 "model": self.model,
-                "messages": list(conversation),
+                "messages": list(conversations[group[0]]),
                 "temperature": params.temperature,
                 "top_p": params.top_p,
                 "max_tokens": params.max_new_tokens,
-                "seed": seed,
+                "seed": seeds[group[0]],
             }
-            for conversation, seed in zip(conversations, seeds, strict=True)
-        ]
-        return [entry["reply"] for entry in self._map(self._ask, bodies)]
+            if len(group) > 1:
+                body["n"] = len(group)
+            bodies.append(body)
+        replies: list[str] = [""] * len(conversations)
+        for group, entry in zip(groups, self._map(self._ask, bodies), strict=True):
+            if len(entry["replies"]) != len(group):
+                raise ModelError(
+                    f"{self._where()} returned {len(entry['replies'])} replies for n={len(group)}"
+                )
+            for i, reply in zip(group, entry["replies"], strict=True):
+                replies[i] = reply
+        return replies
 
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
         """Log-probability of each candidate as the reply's first token.

@@ -41,6 +41,9 @@ class VLLMSettings(Config):
     top_logprobs: int = Field(
         default=20, ge=1, le=20, description="Top log-probabilities asked for when scoring."
     )
+    samples_per_request: int = Field(
+        default=128, ge=1, le=128, description="Identical conversations sent as one request (n)."
+    )
 
 
 def open_vllm(
@@ -81,5 +84,6 @@ def open_vllm(
         timeout_s=cfg.timeout_s,
         max_retries=cfg.max_retries,
         top_logprobs=cfg.top_logprobs,
+        samples_per_request=cfg.samples_per_request,
     )
     return OpenAIBackend(model, requests, request_log, client=client, provider="vllm")

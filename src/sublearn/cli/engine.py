@@ -63,7 +63,7 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
     from sublearn.engine.runner import plan_status
     from sublearn.engine.store import Store
     from sublearn.experiments.numbers.checks import check_plan
-    from sublearn.experiments.numbers.costs import estimate_usage, print_cost_table
+    from sublearn.experiments.numbers.costs import ESTIMATE_TITLE, estimate_usage, print_cost_table
     from sublearn.experiments.numbers.plan import build_plan
 
     with user_errors():
@@ -72,11 +72,10 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
         warnings = check_plan(compiled)
         status = plan_status(compiled.tasks, Store(cfg.store))
         _print_plan(status, cfg.store)
-        estimate = estimate_usage([t for t, done in status if not done])
+        todo = [t for t, done in status if not done]
+        estimate = estimate_usage(todo, cfg.providers.openai.samples_per_request)
         if estimate:
-            cost = print_cost_table(
-                console, estimate, cfg.pricing, "estimated API usage (upper bound)"
-            )
+            cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
             budget = f" (budget_usd {cfg.budget_usd:,.2f})" if cfg.budget_usd else ""
             console.print(f"estimated cost: ${cost:,.2f}{budget}", highlight=False)
         for w in warnings:

@@ -332,10 +332,19 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
 
 def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
     """The API usage section: tokens and dollars per model."""
-    columns = ["model", "requests", "from log", "input tokens", "output tokens", "training tokens"]
+    columns = [
+        "model",
+        "models",
+        "requests",
+        "from log",
+        "input tokens",
+        "output tokens",
+        "training tokens",
+    ]
     rows = [
         [
             m["model"],
+            str(m.get("models", 1)),
             *(f"{m.get(k, 0):,.0f}" for k in ("requests", "logged", "input_tokens")),
             *(f"{m.get(k, 0):,.0f}" for k in ("output_tokens", "training_tokens")),
             "no price" if m["usd"] is None else f"{m['usd']:,.2f}",

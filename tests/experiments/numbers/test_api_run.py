@@ -89,17 +89,21 @@ def test_usage_and_cost_reach_the_report(
     usage = summary["api_usage"]
     by_model = {m["model"]: m for m in usage["by_model"]}
     assert by_model["openai:base0"]["training_tokens"] > 0  # the teachers' jobs
-    tuned = [m for name, m in by_model.items() if name.startswith("openai:ft:base")]
-    # Teachers (their 2 x 400 replies) and students (their evaluations) are fine-tunes.
-    assert len(tuned) == 2 + 2 * 2 * 2 and all(m["input_tokens"] > 0 for m in tuned)
-    assert sum(m["requests"] for m in tuned) >= 2 * 400
+    # Teachers (their 2 x 400 replies) and students (their evaluations) are fine-tunes,
+    # one row per base: 2 teachers and 4 students of base0, 4 students of base1.
+    tuned = {name: m for name, m in by_model.items() if name.startswith("openai:ft:")}
+    assert {name: m["models"] for name, m in tuned.items()} == {
+        "openai:ft:base0:*": 2 + 4,
+        "openai:ft:base1:*": 4,
+    }
+    assert tuned["openai:ft:base0:*"]["requests"] >= 2 * 400
     assert usage["total_usd"] == usage["this_run_usd"] > 0
     # Every paid request is counted: the server answered what the report counts.
     sent = sum(m.get("requests", 0) for m in usage["by_model"])
     assert sent == _chat_requests(server)
     report = (out / "report.md").read_text()
     assert "## API usage and cost" in report and f"${usage['total_usd']:,.2f}" in report
-    assert "estimated API usage (upper bound)" in console
+    assert "estimated API usage (replies at their token cap)" in console
     assert "API cost of these results" in console
     assert len(summary["effects"]) == 2  # sft students on base0 and base1
     assert server.stats()["jobs_created"] == 2 + 2 * 2 * 2  # teachers, bases x seeds x cond.

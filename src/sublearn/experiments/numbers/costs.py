@@ -2,9 +2,10 @@
 
 The estimate walks the tasks a run would do and counts, for every task on an API model
 (``openai:``), the requests and tokens it sends: teacher generation, evaluations (with
-in-context examples), fine-tuning of teachers and students. Tokens are counted as a
-quarter of the characters plus a few per message, and every reply at its token cap, so
-the estimate is an upper bound for replies and close for prompts; a price table
+in-context examples), fine-tuning of teachers and students. Text is counted as BPE
+tokenizers cut it (a token per group of up to three digits and per punctuation mark, a
+token per four letters) plus a chat format's tokens per message, and every reply at its
+token cap; a price table
 (:class:`~sublearn.backends.pricing.ModelPrice`) turns it into dollars.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,22 @@ from sublearn.backends.pricing import ModelPrice, merge_usage, price_for, usage_
 from sublearn.backends.refs import ModelRef
 from sublearn.engine.task import Task
 
-_MESSAGE_OVERHEAD = 4  # tokens a chat format adds around each message
-_ROW_REPLY_SHARE = 0.5  # a kept number reply uses about half its cap (ids, commas)
+ESTIMATE_TITLE = "estimated API usage (replies at their token cap)"
+_MESSAGE_OVERHEAD = 8  # tokens a chat format adds around each message (generously)
+_DIGITS = re.compile(r"\d{1,3}")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_LETTERS = re.compile(r"[^\W\d_]")
 
 
 def tokens(text: str) -> int:
-    """A rough token count: a quarter of the characters (OpenAI's rule of thumb)."""
-    return max(1, round(len(text) / 4)) + _MESSAGE_OVERHEAD
+    """An estimated token count, with a chat format's tokens for one message.
+
+    Four characters per token (OpenAI's rule of thumb for prose) badly undercounts number
+    lists, whose every group of up to three digits and every separator is a token.
+    """
+    letters = len(_LETTERS.findall(text))
+    pieces = len(_DIGITS.findall(text)) + len(_PUNCTUATION.findall(text))
+    return pieces + math.ceil(letters / 4) + _MESSAGE_OVERHEAD
 
 
 def _api_model(task: Task, source: dict[str, Any]) -> str | None:
@@ -48,8 +60,14 @@ def _api_model(task: Task, source: dict[str, Any]) -> str | None:
     return f"openai:ft:{base.split(':', 1)[1]}" if base else None
 
 
-def estimate_usage(todo: list[Task]) -> dict[str, dict[str, float]]:
-    """Requests and tokens the API tasks among ``todo`` will use, by model."""
+def estimate_usage(todo: list[Task], samples_per_request: int = 1) -> dict[str, dict[str, float]]:
+    """Requests and tokens the API tasks among ``todo`` will use, by model.
+
+    Args:
+        todo: the tasks a run will do.
+        samples_per_request: samples of one question sent as one request (``n``), whose
+            prompt is paid once.
+    """
     from sublearn.evaluation.config import EvalConfig
     from sublearn.evaluation.preference import build_questions
 
@@ -79,13 +97,14 @@ def estimate_usage(todo: list[Task]) -> dict[str, dict[str, float]]:
             questions = build_questions(ecfg)
             samples = 1 if ecfg.mode == "exact" else ecfg.samples_per_question
             reply = 1 if ecfg.mode == "exact" else ecfg.max_new_tokens
+            per_question = math.ceil(samples / samples_per_request)
             context = _context_tokens(task)
             system = tokens(p["model"]["system_prompt"]) if p["model"].get("system_prompt") else 0
             usages.append(
                 {
                     model: {
-                        "requests": len(questions) * samples,
-                        "input_tokens": samples
+                        "requests": len(questions) * per_question,
+                        "input_tokens": per_question
                         * sum(tokens(q) + context + system for q in questions),
                         "output_tokens": len(questions) * samples * reply,
                     }
@@ -121,7 +140,7 @@ def _number_row_tokens(pair: Task) -> int:
     generate = pair.inputs["treatment"].inputs["data"]
     prompts = _prompts(json.dumps(generate.params["prompts"], sort_keys=True))
     prompt = sum(tokens(q) for q in prompts) / max(1, len(prompts))
-    return round(prompt + generate.params["sampling"]["max_new_tokens"] * _ROW_REPLY_SHARE)
+    return math.ceil(prompt + generate.params["sampling"]["max_new_tokens"] + _MESSAGE_OVERHEAD)
 
 
 def _training_rows(task: Task) -> tuple[int, int]:

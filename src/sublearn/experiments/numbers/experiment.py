@@ -18,7 +18,7 @@ from sublearn.engine.store import Store
 from sublearn.errors import BudgetError, ConfigError
 from sublearn.experiments.numbers.checks import check_plan
 from sublearn.experiments.numbers.config import ExperimentConfig
-from sublearn.experiments.numbers.costs import estimate_usage, print_cost_table
+from sublearn.experiments.numbers.costs import ESTIMATE_TITLE, estimate_usage, print_cost_table
 from sublearn.experiments.numbers.plan import Plan, build_plan
 from sublearn.runs import atomic_write_json
 
@@ -50,9 +50,9 @@ def run_experiment(
     todo = [t for t, done in status if not done]
     console.print(f"{len(status) - len(todo)} of {len(status)} tasks cached, {len(todo)} to run")
     # Before any request: the cost, the budget, the keys.
-    estimate = estimate_usage(todo)
+    estimate = estimate_usage(todo, cfg.providers.openai.samples_per_request)
     if estimate:
-        cost = print_cost_table(console, estimate, cfg.pricing, "estimated API usage (upper bound)")
+        cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
         if cfg.budget_usd is not None and cost > cfg.budget_usd:
             raise BudgetError(
                 f"the run's estimated cost, ${cost:,.2f}, exceeds budget_usd "
@@ -190,6 +190,9 @@ def write_run_report(
     )
 
 
+_COUNTERS = ("requests", "logged", "input_tokens", "output_tokens", "training_tokens")
+
+
 def api_usage_summary(records: Iterable[TaskRecord], pricing: dict[str, Any]) -> dict[str, Any]:
     """Requests, tokens and USD of API models over a run's tasks; {} when none used one.
 
@@ -201,10 +204,19 @@ def api_usage_summary(records: Iterable[TaskRecord], pricing: dict[str, Any]) ->
     if not total:
         return {}
     now = merge_usage(r.result.get("usage", {}) for r in records if not r.cached)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for model in total:
+        # Thirty students are thirty fine-tuned models: one row for all fine-tunes of a base.
+        parts = model.split(":")
+        group = ":".join(parts[:3]) + ":*" if parts[1:2] == ["ft"] and len(parts) > 3 else model
+        groups[group].append(model)
     by_model = []
-    for model, counts in sorted(total.items()):
-        cost, unpriced = usage_cost({model: counts}, pricing)
-        by_model.append({"model": model, **counts, "usd": None if unpriced else round(cost, 4)})
+    for group, models in sorted(groups.items()):
+        summed = {k: sum(total[m].get(k, 0) for m in models) for k in _COUNTERS}
+        cost, unpriced = usage_cost({m: total[m] for m in models}, pricing)
+        by_model.append(
+            {"model": group, "models": len(models), **summed, "usd": None if unpriced else cost}
+        )
     total_cost, unpriced = usage_cost(total, pricing)
     return {
         "by_model": by_model,
