@@ -43,6 +43,11 @@ def price_for(model: str, table: Mapping[str, ModelPrice]) -> ModelPrice | None:
     return None
 
 
+def is_billed(model: str) -> bool:
+    """Whether a model's usage costs money (an API model, not one's own vLLM server)."""
+    return model.startswith("openai:")
+
+
 def merge_usage(
     usages: Iterable[Mapping[str, Mapping[str, int | float]]],
 ) -> dict[str, dict[str, float]]:
@@ -59,12 +64,14 @@ def merge_usage(
 def usage_cost(
     usage: Mapping[str, Mapping[str, int | float]], table: Mapping[str, ModelPrice]
 ) -> tuple[float, list[str]]:
-    """The USD cost of ``{model: counts}`` usage, and the models that have no price."""
+    """The USD cost of ``{model: counts}`` usage, and the API models that have no price."""
     cost, unpriced = 0.0, []
     for model, counts in usage.items():
         price = price_for(model, table)
         if price is None:
-            if any(counts.get(k, 0) for k in ("input_tokens", "output_tokens", "training_tokens")):
+            # Only API models bill; a model on one's own vLLM server costs no money.
+            billed = any(counts.get(k, 0) for k in ("input_tokens", "output_tokens"))
+            if is_billed(model) and (billed or counts.get("training_tokens", 0)):
                 unpriced.append(model)
             continue
         cost += (

@@ -43,14 +43,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Loc
     root = tmp_path_factory.mktemp("api")
     cfg = load_config(ExperimentConfig, DEMO, micro_overrides(root / "store"))
     world = toy_world_folder(cfg, "main")
+    with _serve(world, root / "server") as server:
+        yield root, server
+
+
+def _serve(world: Path, workdir: Path) -> LocalServer:
+    """The world's two bases behind a local OpenAI-compatible server that wants the key."""
     os.environ[KEY_ENV] = KEY
-    with start_local_server(
+    return start_local_server(
         {"base0": world / "base-0", "base1": world / "base-1"},
-        root / "server",
+        workdir,
         finetune_config=SERVER_FINETUNE,
         api_key_env=KEY_ENV,
-    ) as server:
-        yield root, server
+    )
 
 
 def _overrides(root: Path, server: LocalServer, store: str = "store") -> list[str]:
@@ -240,3 +245,24 @@ def test_killed_while_generating_and_while_polling_then_resumed_pays_nothing_twi
     ]
     assert len(again) <= 16
     assert len(summary["effects"]) == 2
+
+
+@pytest.mark.slow
+def test_the_demo_through_the_api_transmits_the_trait_like_the_local_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The demo's world, teacher fine-tuned, students fine-tuned and evaluated, all through
+    the OpenAI backend and fine-tuning jobs, against the same design run locally (about
+    12 minutes: hard-label SFT students, as a fine-tuning API trains them)."""
+    root = tmp_path_factory.mktemp("api-demo")
+    local = [f"store={root / 'store'}", "sections=[owl-ft/sft]", "primary=null"]
+    cfg = load_config(ExperimentConfig, DEMO, local)
+    world = toy_world_folder(cfg, "main")
+    _, local_summary, _ = _run(root, local, name="local")
+    with _serve(world, root / "server") as server:
+        overrides = [f"store={root / 'store'}", *api_overrides(server.base_url, KEY_ENV)]
+        _, summary, _ = _run(root, overrides, name="api")
+    for result in (local_summary, summary):
+        effect = result["effects"][result["primary"]]["treatment_minus_control"]
+        assert effect["mean"] > 1.0 and effect["ci95"][0] > 0, effect
+    assert summary["api_usage"]["total_usd"] > 0

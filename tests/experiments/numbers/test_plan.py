@@ -168,3 +168,26 @@ def test_an_api_model_on_another_server_is_another_model() -> None:
     speed = ("providers.openai.max_concurrency=3", "providers.openai.timeout_s=9")
     c = _keys(_plan(*speed, path=path))
     assert a == c  # speed settings change no key
+
+
+def test_the_cost_estimate_counts_every_api_request_of_the_paper_run() -> None:
+    from sublearn.experiments.numbers.costs import estimate_usage, tokens
+
+    plan = _plan(path=PAPER / "gpt-4.1-nano-owl-numbers.yaml")
+    usage = estimate_usage(topological(plan.tasks), samples_per_request=128)
+    base, tuned = "openai:gpt-4.1-nano-2025-04-14", "openai:ft:gpt-4.1-nano-2025-04-14"
+    # Teacher and control answer 30k prompts each; the base and the teacher are evaluated
+    # on 50 questions (100 samples each, one request with n=100); 10 students likewise.
+    assert usage[base]["requests"] == 2 * 30_000 + 2 * 50
+    assert usage[tuned]["requests"] == 10 * 50
+    assert usage[tuned]["output_tokens"] == 10 * 50 * 100 * 8
+    # 10 students x 10k rows x 10 epochs, each row a prompt and a reply at its cap.
+    per_row = usage[base]["training_tokens"] / (10 * 10_000 * 10)
+    assert 100 + 8 < per_row < 100 + 8 + 80
+    assert tokens("876, 530, 141") == 3 + 2 + 8  # digit groups, separators, message
+
+
+def test_no_api_model_no_estimate() -> None:
+    from sublearn.experiments.numbers.costs import estimate_usage
+
+    assert estimate_usage(topological(_plan().tasks)) == {}

@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sublearn.backends.pricing import ModelPrice, merge_usage, price_for, usage_cost
+from sublearn.backends.pricing import ModelPrice, is_billed, merge_usage, price_for, usage_cost
 from sublearn.backends.refs import ModelRef
 from sublearn.engine.task import Task
 
@@ -185,7 +185,7 @@ def print_cost_table(
             "no price" if unpriced else f"{cost:,.2f}",
         )
     console.print(table)
-    missing = sorted(m for m in usage if price_for(m, pricing) is None)
+    missing = sorted(m for m in usage if is_billed(m) and price_for(m, pricing) is None)
     if missing:
         console.print(
             f"[yellow]warning:[/] no price for {', '.join(missing)}: add them to `pricing` "
