@@ -1572,6 +1572,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    _import_libraries()
     try:
         serve(app, args.host, args.port, stop, args.port_file)
     except OSError as err:
@@ -1580,6 +1581,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         app.close()
     return 0
+
+
+def _import_libraries() -> None:
+    """Import what models and training load, before any thread does.
+
+    transformers resolves its names lazily, and two threads resolving them at once (a
+    request loading a model while a job starts training) can fail with an ImportError.
+    """
+    import transformers
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    del SFTTrainer
+    for name in ("TrainingArguments", "AutoModelForCausalLM", "AutoTokenizer"):
+        getattr(transformers, name)
 
 
 # ------------------------------------------------------------------- Python API
