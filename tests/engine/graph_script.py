@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from sublearn.engine.executors import Executor, ProcessExecutor, execute_task
+from sublearn.engine.executors import Executor, ProcessExecutor, execute_group, execute_task
 from sublearn.engine.runner import TaskRecord, run_plan
 from sublearn.engine.store import DONE, Store
 from sublearn.engine.task import Reporter, Task, TaskSpec
@@ -77,6 +77,15 @@ class SerialExecutor:
         future: Future = Future()
         try:
             future.set_result(execute_task(spec, store_root, reporter))
+        except Exception as err:
+            future.set_exception(err)
+        return future
+
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        """Run the group now."""
+        future: Future = Future()
+        try:
+            future.set_result(execute_group(specs, store_root, reporter))
         except Exception as err:
             future.set_exception(err)
         return future

@@ -36,6 +36,9 @@ class _Refuses:
     def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
         raise AssertionError(f"{spec.name} ran again")
 
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        raise AssertionError(f"{[s.name for s in specs]} ran again")
+
     def close(self, cancel: bool = False) -> None:
         pass
 

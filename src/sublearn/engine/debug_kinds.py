@@ -1,6 +1,7 @@
 """Cheap task kinds for testing the engine, the way a mock model tests an eval harness.
 
-``debug.write`` writes its params; ``debug.sum`` adds the values of its inputs. Both can
+``debug.write`` writes its params; ``debug.sum`` adds the values of its inputs (and runs in
+groups of tasks that share ``params["group"]``, as batched students do). Both can
 work through resumable steps that sleep and leave partial state in the task's state
 folder, and both obey three runtime switches, which are not hashed, so a test can turn
 them on for one run of a graph without changing any task's key:
@@ -57,6 +58,19 @@ def run_sum(ctx: TaskContext) -> dict[str, Any]:
     for role in sorted(ctx.inputs):
         total += json.loads((ctx.inputs[role] / "value.json").read_text())["value"]
     return _finish(ctx, total)
+
+
+def sum_group_key(params: dict[str, Any]) -> str | None:
+    """``debug.sum`` tasks with the same ``params["group"]`` may run as one group."""
+    group = params.get("group")
+    return None if group is None else str(group)
+
+
+def run_sum_group(ctxs: list[TaskContext]) -> list[dict[str, Any]]:
+    """Run a group of ``debug.sum`` tasks in one call, logging the group's size."""
+    if ctxs:
+        _log(ctxs[0], "group", size=len(ctxs), tasks=sorted(c.spec.name for c in ctxs))
+    return [run_sum(ctx) for ctx in ctxs]
 
 
 def _finish(ctx: TaskContext, value: Any) -> dict[str, Any]:

@@ -14,13 +14,14 @@ import signal
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
 from sublearn.config import Config
 from sublearn.engine.store import Store
-from sublearn.engine.task import Reporter, TaskContext, TaskSpec, task_function
+from sublearn.engine.task import Reporter, TaskContext, TaskSpec, group_function, task_function
 from sublearn.errors import StoreError
 
 
@@ -39,38 +40,73 @@ def execute_task(spec: TaskSpec, store_root: str, reporter: Reporter | None = No
     Returns:
         ``{"cached": bool, "seconds": float, "result": dict}``.
     """
+    (outcome,) = execute_group([spec], store_root, reporter)
+    return outcome
+
+
+def execute_group(
+    specs: list[TaskSpec], store_root: str, reporter: Reporter | None = None
+) -> list[dict]:
+    """Run tasks of one kind as a group (see ``GROUPED``) through the store protocol.
+
+    Each task keeps its own lock, temporary folder, state folder and done-marker, so a
+    group writes what its tasks would write one by one; finished ones are skipped. One
+    task alone runs through its kind's own function. The group's time is shared equally
+    among the tasks it ran.
+
+    Returns:
+        One ``{"cached", "seconds", "result"}`` per spec, in order.
+    """
     store = Store(store_root)
-    if store.is_done(spec.id):
-        return {"cached": True, **_summary(store.marker(spec.id))}
-    with store.lock(spec.id):
-        if store.is_done(spec.id):  # another process finished it while we waited
-            return {"cached": True, **_summary(store.marker(spec.id))}
-        for role, input_id in spec.inputs.items():
-            if not store.is_done(input_id):
-                raise StoreError(f"{spec.name}: its input {role} ({input_id}) is not finished")
-        store.clean_stale(spec.id)
-        tmp = store.new_output(spec.id)
-        state = store.state_dir(spec.id)
-        state.mkdir(parents=True, exist_ok=True)
-        ctx = TaskContext(
-            spec=spec,
-            out=tmp,
-            inputs={role: store.path(i) for role, i in spec.inputs.items()},
-            state=state,
-            progress=reporter or _no_progress,
-        )
+    outcomes: dict[str, dict] = {}
+    with ExitStack() as locks:
+        todo = []
+        for spec in sorted(specs, key=lambda s: s.id):  # one lock order: no deadlock
+            if not store.is_done(spec.id):
+                locks.enter_context(store.lock(spec.id))
+            if store.is_done(spec.id):  # finished before, or while we waited
+                outcomes[spec.id] = {"cached": True, **_summary(store.marker(spec.id))}
+            else:
+                todo.append(spec)
+        contexts = [_context(store, spec, reporter) for spec in todo]
         started = time.time()
-        result = task_function(spec.kind)(ctx) or {}
-        marker = {
-            "kind": spec.kind,
-            "name": spec.name,
-            "params": spec.params,
-            "inputs": spec.inputs,
-            "runtime": spec.runtime,
-            "result": result,
-        }
-        store.commit(spec.id, tmp, marker, started)
-        return {"cached": False, **_summary(store.marker(spec.id))}
+        if len(contexts) == 1:
+            results = [task_function(todo[0].kind)(contexts[0]) or {}]
+        elif contexts:
+            results = group_function(todo[0].kind)(contexts)
+        else:
+            results = []
+        share = (time.time() - started) / max(1, len(todo))
+        for spec, ctx, result in zip(todo, contexts, results, strict=True):
+            marker = {
+                "kind": spec.kind,
+                "name": spec.name,
+                "params": spec.params,
+                "inputs": spec.inputs,
+                "runtime": spec.runtime,
+                "result": result,
+            }
+            store.commit(spec.id, ctx.out, marker, time.time() - share)
+            outcomes[spec.id] = {"cached": False, **_summary(store.marker(spec.id))}
+    return [outcomes[spec.id] for spec in specs]
+
+
+def _context(store: Store, spec: TaskSpec, reporter: Reporter | None) -> TaskContext:
+    """A fresh temporary output and the kept state folder of a task about to run."""
+    for role, input_id in spec.inputs.items():
+        if not store.is_done(input_id):
+            raise StoreError(f"{spec.name}: its input {role} ({input_id}) is not finished")
+    store.clean_stale(spec.id)
+    tmp = store.new_output(spec.id)
+    state = store.state_dir(spec.id)
+    state.mkdir(parents=True, exist_ok=True)
+    return TaskContext(
+        spec=spec,
+        out=tmp,
+        inputs={role: store.path(i) for role, i in spec.inputs.items()},
+        state=state,
+        progress=reporter or _no_progress,
+    )
 
 
 def _summary(marker: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +121,10 @@ class Executor(Protocol):
 
     def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
         """Start a task; the future's result is :func:`execute_task`'s."""
+        ...
+
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        """Start a group of tasks in one slot; the result is :func:`execute_group`'s."""
         ...
 
     def close(self, cancel: bool = False) -> None:
@@ -106,9 +146,14 @@ class InlineExecutor:
 
     def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
         """Run the task now; the returned future is already resolved."""
+        return self.submit_group([spec], store_root, reporter)
+
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        """Run the tasks now as a group; the returned future is already resolved."""
         future: Future = Future()
         try:
-            future.set_result(execute_task(spec, store_root, reporter))
+            outcomes = execute_group(specs, store_root, reporter)
+            future.set_result(outcomes[0] if len(specs) == 1 else outcomes)
         except BaseException as err:  # the runner re-raises it where it waits
             if isinstance(err, KeyboardInterrupt | SystemExit):
                 raise
@@ -165,6 +210,10 @@ class ProcessExecutor:
     def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
         """Queue the task on the pool."""
         return self.pool.submit(execute_task, spec, store_root)
+
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        """Queue a group of tasks on one worker."""
+        return self.pool.submit(execute_group, specs, store_root)
 
     def close(self, cancel: bool = False) -> None:
         """Shut the pool down; with ``cancel``, kill running workers too."""

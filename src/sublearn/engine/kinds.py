@@ -392,6 +392,62 @@ def run_train(ctx: TaskContext) -> dict[str, Any]:
     )
 
 
+def train_group_key(params: dict[str, Any]) -> str | None:
+    """Students that may train as one batched model: full-weight KL, one recipe.
+
+    Seeds, bases, teachers and data differ within a group; whether the bases and
+    teachers share an architecture and tokenizer is checked when the group runs, and
+    members that do not are trained alone.
+    """
+    ft = params["finetune"]
+    if ft["objective"] != "kl" or ft["method"] != "full":
+        return None
+    return json.dumps({k: v for k, v in ft.items() if k != "seed"}, sort_keys=True)
+
+
+def run_train_group(ctxs: list[TaskContext]) -> list[dict[str, Any]]:
+    """Train a group of students as one batched model where they allow it.
+
+    Each student ends up exactly as :func:`run_train` would leave it (the batched trainer
+    matches ``train_kl`` run alone), in its own ``ctx.out/model``.
+    """
+    from sublearn.finetune.batched import KLJob, group_compatible, train_kl_batched
+    from sublearn.finetune.config import FinetuneConfig
+    from sublearn.finetune.sft import read_chat_jsonl
+    from sublearn.finetune.stage import job_record
+    from sublearn.runs import atomic_write_json
+
+    jobs, records = [], []
+    for ctx in ctxs:
+        p = ctx.params
+        teacher = p["teacher"]
+        data = ctx.inputs["data"] / f"{p['condition']}.jsonl"
+        cfg = FinetuneConfig(**p["finetune"], device=ctx.runtime.get("device", "auto"))
+        job = KLJob(
+            base_model=model_path(ctx, p["base"]),
+            records=read_chat_jsonl(data),
+            cfg=cfg,
+            out=ctx.out / "model",
+            teacher_model=model_path(ctx, teacher),
+            teacher_system_prompt=teacher.get("system_prompt"),
+        )
+        jobs.append(job)
+        records.append(
+            job_record(job.base_model, data, cfg, job.teacher_model, job.teacher_system_prompt)
+        )
+    results: list[dict[str, Any]] = [{} for _ in ctxs]
+    for members in group_compatible(jobs):
+        if len(members) == 1:
+            results[members[0]] = run_train(ctxs[members[0]])
+            continue
+        metrics = train_kl_batched([jobs[i] for i in members], progress=ctxs[members[0]].progress)
+        for i, m in zip(members, metrics, strict=True):
+            # What the one-at-a-time stage records, so either path leaves the same folder.
+            results[i] = {**m, "examples": len(jobs[i].records), "job": records[i]}
+            atomic_write_json(jobs[i].out / "train_metrics.json", results[i])
+    return results
+
+
 def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
     """One evaluation of one model (optionally with teacher examples in its context)."""
     from sublearn.evaluation.config import EvalConfig

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from sublearn.engine.executors import RayExecutorConfig, execute_task
+from sublearn.engine.executors import RayExecutorConfig, execute_group, execute_task
 from sublearn.engine.task import Reporter, TaskSpec
 
 # Environment of a local instance, set while it starts (its processes inherit it).
@@ -45,14 +45,19 @@ _QUIET_ENV = {
 }
 
 
-def _run_on_worker(spec: TaskSpec, store_root: str, threads: int) -> dict[str, Any]:
-    """The body of the Ray task: quiet libraries, torch threads as reserved, then run."""
+def _run_on_worker(
+    spec: TaskSpec | list[TaskSpec], store_root: str, threads: int
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """The body of the Ray task: quiet libraries, torch threads as reserved, then run one
+    task (or a group, given a list)."""
     from sublearn.runtime import configure_threads
 
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     # Workers are reused across tasks of different sizes: set the threads every time.
     configure_threads(threads)
+    if isinstance(spec, list):
+        return execute_group(spec, store_root)
     return execute_task(spec, store_root)
 
 
@@ -138,7 +143,14 @@ class RayExecutor:
 
         ``reporter`` is not used: progress inside a task does not travel back from Ray.
         """
-        ref = self._remote.remote(spec, store_root, self._threads)
+        return self._start(spec, store_root)
+
+    def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
+        """Start a group of tasks as one Ray task; resolves to :func:`execute_group`'s result."""
+        return self._start(list(specs), store_root)
+
+    def _start(self, payload: TaskSpec | list[TaskSpec], store_root: str) -> Future:
+        ref = self._remote.remote(payload, store_root, self._threads)
         future: Future = ref.future()
         self._running[future] = ref
         future.add_done_callback(lambda done: self._running.pop(done, None))

@@ -7,6 +7,7 @@ real cost of its results, not the near-zero time of finding them.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sublearn.engine.executors import Executor
 from sublearn.engine.store import Store
-from sublearn.engine.task import Task, topological
+from sublearn.engine.task import Task, group_key, topological
 
 
 @dataclass
@@ -50,6 +51,7 @@ def run_plan(
     console: Console | None = None,
     show_progress: bool = True,
     on_record: Callable[[TaskRecord], None] | None = None,
+    group: bool = True,
 ) -> dict[str, TaskRecord]:
     """Run every missing task of the graph on ``executor``.
 
@@ -61,6 +63,8 @@ def run_plan(
         show_progress: draw progress bars.
         on_record: called with each task's record as it is found cached or finishes;
             an exception it raises stops the run (e.g. a spending limit).
+        group: run compatible tasks as groups (students as one batched model); False
+            runs every task alone. Either way the store ends up the same.
 
     Returns:
         ``{task id: TaskRecord}`` for every task of the graph.
@@ -101,7 +105,7 @@ def run_plan(
             on_record(records[task.id])
 
     pending = list(order)
-    running: dict[Future, Task] = {}
+    running: dict[Future, list[Task]] = {}
     failed = False
     with progress:
         for task in list(pending):
@@ -121,28 +125,66 @@ def run_plan(
         try:
             while pending or running:
                 ready = [t for t in pending if all(i.id in records for i in t.inputs.values())]
-                for task in ready[: max(0, executor.capacity - len(running))]:
-                    pending.remove(task)
-                    label = f"  {task.name}"
+                for unit in _units(ready, max(0, executor.capacity - len(running)), group):
+                    for task in unit:
+                        pending.remove(task)
+                    label = f"  {unit[0].name}" + (f" (+{len(unit) - 1})" if len(unit) > 1 else "")
 
                     def report(done: int, total: int, label: str = label) -> None:
                         progress.update(
                             inner, description=label, completed=done, total=total, visible=True
                         )
 
-                    future = executor.submit(task.spec(), root, report)
+                    if len(unit) == 1:
+                        future = executor.submit(unit[0].spec(), root, report)
+                    else:
+                        future = executor.submit_group([t.spec() for t in unit], root, report)
                     progress.update(inner, visible=False)
-                    running[future] = task
+                    running[future] = unit
                 if not running:
                     stuck = ", ".join(t.name for t in pending[:5])
                     raise RuntimeError(f"tasks wait for inputs that never finish: {stuck}")
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    task = running.pop(future)
-                    record(task, future.result())  # re-raises a task's error
+                    unit = running.pop(future)
+                    outcome = future.result()  # re-raises a task's error
+                    outcomes = outcome if len(unit) > 1 else [outcome]
+                    for task, one in zip(unit, outcomes, strict=True):
+                        record(task, one)
         except BaseException:
             failed = True
             raise
         finally:
             executor.close(cancel=failed)
     return records
+
+
+MAX_GROUP = 16
+"""Most tasks run as one group (e.g. students trained as one batched model)."""
+
+
+def _units(ready: list[Task], free: int, group: bool = True) -> list[list[Task]]:
+    """What to start in ``free`` slots: tasks alone, or groups of compatible tasks.
+
+    Tasks that run alone go first: they are usually what the rest waits on (a seed's
+    pair, before its students), so a group forms from more of its members. Compatible
+    tasks share the slots left, split evenly, at most :data:`MAX_GROUP` to a group.
+    """
+    units: list[list[Task]] = []
+    groups: dict[tuple[str, str], list[Task]] = {}
+    for task in ready:
+        key = group_key(task.spec()) if group else None
+        if key is None:
+            units.append([task])
+        else:
+            groups.setdefault((task.kind, key), []).append(task)
+    units = units[:free]
+    for members in groups.values():
+        left = free - len(units)
+        if left <= 0:
+            break
+        parts = max(min(left, len(members)), math.ceil(len(members) / MAX_GROUP))
+        size = math.ceil(len(members) / parts)
+        chunks = [members[i : i + size] for i in range(0, len(members), size)]
+        units.extend(chunks[:left])
+    return units

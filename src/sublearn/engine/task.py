@@ -35,6 +35,17 @@ KINDS: dict[str, tuple[str, int]] = {
     "debug.sum": ("sublearn.engine.debug_kinds:run_sum", 1),
 }
 
+# Kinds whose compatible tasks may run as one group (e.g. students trained as one batched
+# model): (``params -> group key or None``, ``contexts -> results``). A group's tasks
+# write exactly what each would alone; grouping only changes speed.
+GROUPED: dict[str, tuple[str, str]] = {
+    "train": ("sublearn.engine.kinds:train_group_key", "sublearn.engine.kinds:run_train_group"),
+    "debug.sum": (
+        "sublearn.engine.debug_kinds:sum_group_key",
+        "sublearn.engine.debug_kinds:run_sum_group",
+    ),
+}
+
 
 @dataclass(frozen=True, eq=False)
 class Task:
@@ -140,9 +151,27 @@ TaskFn = Callable[[TaskContext], dict[str, Any] | None]
 
 def task_function(kind: str) -> TaskFn:
     """Import the function that runs ``kind``."""
-    target, _ = KINDS[kind]
+    return _load(KINDS[kind][0])
+
+
+GroupFn = Callable[[list[TaskContext]], list[dict[str, Any]]]
+
+
+def _load(target: str) -> Any:
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def group_key(spec: TaskSpec) -> str | None:
+    """The group a task may run in with others of its kind; None: it runs alone."""
+    if spec.kind not in GROUPED:
+        return None
+    return _load(GROUPED[spec.kind][0])(spec.params)
+
+
+def group_function(kind: str) -> GroupFn:
+    """Import the function that runs a group of ``kind`` tasks."""
+    return _load(GROUPED[kind][1])
 
 
 def topological(tasks: list[Task]) -> list[Task]:

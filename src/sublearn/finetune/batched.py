@@ -3,25 +3,34 @@
 Students that share an architecture, a tokenizer and a fine-tuning recipe (everything
 but the seed) differ only in their starting weights, their data, their data order and
 their teacher. This module stacks the N students' weights along a new leading model
-axis, ``(N, *shape)``, and runs all of them with one batched forward: every linear
-layer is one ``torch.bmm`` over the model axis, as ``BatchedMLP`` does for the MLP
-experiment. Tiny models (the toy world's 2-layer, d=64 Llamas) spend most of a
-one-at-a-time step in per-operation overhead, which the model axis pays once for all N.
+axis, ``(N, *shape)``, and trains all of them with one batched forward and backward:
+every linear layer is one ``torch.bmm`` over the model axis, as ``BatchedMLP`` does for
+the MLP experiment, and one AdamW steps all stacked weights.
 
-Each student still trains exactly as :func:`~sublearn.finetune.distill.train_kl` would
-train it alone: the same encoding, its own data order (``random.Random(cfg.seed)``),
-the same loss, gradient clipping by its own gradient norm, AdamW and the same schedule.
-Models never mix: model i only reads the i-th slice of every weight and input, and its
-loss only depends on its slice, so the summed loss's gradient is each model's own.
-Up to floating-point rounding (other matmul shapes, padding to the longest row of all
-models) the weights equal those of ``train_kl``; ``tests/finetune/test_batched.py``
-checks it.
+Each student still trains as :func:`~sublearn.finetune.distill.train_kl` would train it
+alone: the same encoding, its own data order (``random.Random(cfg.seed)``), the same
+loss, gradient clipping by its own gradient norm, AdamW and the same schedule. Models
+never mix: model i only reads the i-th slice of every weight and input, and its loss
+only depends on its slice, so the summed loss's gradient is each model's own. Up to
+floating-point rounding the weights equal those of ``train_kl``;
+``tests/finetune/test_batched.py`` checks it.
 
-The forward is a small functional Llama (RMSNorm, rotary positions, grouped attention,
-SwiGLU MLP) over the Hugging Face parameter names; :func:`batched_logits` checks against
-the Hugging Face model in the tests. Running the Hugging Face module itself under
-``torch.vmap`` also works with eager attention (SDPA's mask building branches on data),
-but pays vmap's batching rules and the module's per-call Python on every operation.
+The forward is a small functional Llama (RMSNorm, rotary positions, grouped-query
+attention, SwiGLU MLP) over the Hugging Face weights, checked against the Hugging Face
+forward by :func:`batched_logits` in the tests. Besides the model axis it skips work
+that ``train_kl`` does and throws away, which on a CPU is most of the speed-up (see
+``benchmarks/student_training.py``, whose N=1 line measures it):
+
+- tokens are packed per model instead of padded to the longest row, and attention runs
+  on rows bucketed by length (:class:`_Packed`);
+- the last layer after its keys and values, and the output layer, run only at the
+  positions that predict reply tokens, and the output layer only over the token subset;
+- each distinct teacher row runs once, however many students see it (students of one
+  seed on two bases share their batches) and its hidden states are kept for the next
+  epoch (:class:`_Teachers`).
+
+Running the Hugging Face module itself under ``torch.vmap`` also works with eager
+attention (SDPA's mask building branches on data), but keeps all of that waste.
 """
 
 from __future__ import annotations
@@ -99,18 +108,33 @@ class KLJob:
 # ---------------------------------------------------------------------------------------
 
 
-@cache
+def _stamp(model: str) -> int:
+    """When a local model folder last changed (0 for hub ids): a cache key part, so that
+    a folder rewritten in place is read again."""
+    config = Path(model).expanduser() / "config.json"
+    return config.stat().st_mtime_ns if config.is_file() else 0
+
+
 def _architecture(model: str) -> str:
     """The fields of a model's config that must agree for its weights to stack, as JSON."""
+    return _architecture_at(model, _stamp(model))
+
+
+@cache
+def _architecture_at(model: str, _stamp: int) -> str:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model).to_dict()
     return json.dumps({k: config.get(k) for k in _ARCH_FIELDS}, sort_keys=True, default=str)
 
 
-@cache
 def _tokenizer_key(model: str) -> str:
     """A hash of what encoding depends on: vocabulary, chat template and special ids."""
+    return _tokenizer_key_at(model, _stamp(model))
+
+
+@cache
+def _tokenizer_key_at(model: str, _stamp: int) -> str:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
@@ -141,6 +165,8 @@ def _job_problem(job: KLJob) -> str | None:
         arch = json.loads(_architecture(str(model)))
         if arch["model_type"] != "llama":
             return f"{model}: model type {arch['model_type']!r}; only Llama models are batched"
+        if arch["attention_bias"] or arch["mlp_bias"]:
+            return f"{model}: a Llama with biases; only bias-free Llamas are batched"
         if arch["attention_dropout"]:
             return f"{model}: attention dropout makes training random; it is not batched"
     if _tokenizer_key(str(job.base_model)) != _tokenizer_key(str(job.teacher_model)):
@@ -198,8 +224,8 @@ def group_compatible(jobs: Sequence[KLJob], max_group: int | None = None) -> lis
 
     Returns:
         Lists of job indices, in order of first appearance; a job that cannot be batched
-        at all (LoRA, SFT, another architecture) is a group of its own, for ``train_kl``
-        or the usual stage.
+        at all (LoRA, SFT, a model other than a bias-free Llama) is a group of its own,
+        for ``train_kl`` or the usual stage.
     """
     groups: dict[tuple[str, ...], list[int]] = {}
     singles: list[list[int]] = []
@@ -374,8 +400,9 @@ class _Packed:
         """Pack per-model rows of token ids.
 
         Args:
-            rows: per model, its token rows (every row with at least one reply token).
-            starts: per model, where each row's reply starts (at least 1).
+            rows: per model, its token rows.
+            starts: per model, where each row's reply starts (at least 1; past the row's
+                end when max_length cut the reply off, which leaves the row no picks).
             pad: the pad token id.
             device: where the tensors go.
             n_picks: pad ``picks`` to this many positions (default: the most needed).
@@ -390,7 +417,8 @@ class _Packed:
         m_max = max(1, n_picks if n_picks is not None else max(counts))
         ids: list[int] = []
         positions: list[int] = []
-        # Per row, over all models: first packed index, length, reply start, first pick.
+        # Per row, over all models: model, first packed index, length, reply start, first pick.
+        models: list[int] = []
         firsts: list[int] = []
         sizes: list[int] = []
         row_starts: list[int] = []
@@ -400,6 +428,7 @@ class _Packed:
         for m, (model_rows, model_starts) in enumerate(zip(rows, starts, strict=True)):
             offset = 0  # where the row starts among this model's packed tokens
             for row, start in zip(model_rows, model_starts, strict=True):
+                models.append(m)
                 firsts.append(m * length + offset)
                 sizes.append(len(row))
                 row_starts.append(start)
@@ -441,8 +470,8 @@ class _Packed:
                     query_slots.extend([first_pick + count - 1] * (n_queries - count))
                     query_positions.extend(range(start - 1, start - 1 + count))
                     query_positions.extend([start + count - 2] * (n_queries - count))
-                else:  # no pick: any slot of the model will do, seeing its first key
-                    query_slots.extend([first_pick - first_pick % m_max] * n_queries)
+                else:  # no pick: any pick slot will do, seeing its row's first key
+                    query_slots.extend([models[g] * m_max] * n_queries)
                     query_positions.extend([0] * n_queries)
             buckets.append((len(members), width, n_queries))
 
@@ -641,23 +670,26 @@ def _head(params: dict[str, torch.Tensor], arch: _Arch) -> torch.Tensor:
     return params["model.embed_tokens.weight" if arch.tied else "lm_head.weight"]
 
 
+@torch.no_grad()
 def batched_logits(
-    params: dict[str, torch.Tensor], arch: _Arch, rows: list[list[list[int]]], pad: int
+    models: Sequence[Any], rows: list[list[list[int]]], pad: int
 ) -> list[list[torch.Tensor]]:
-    """Logits of N Llamas at every position of their rows (for checks against HF).
+    """Logits of N Hugging Face Llamas run as one batched model, at every position.
+
+    The forward the students train with, for checks against the models' own forward.
 
     Args:
-        params: Hugging Face parameter names to stacked weights ``(N, *shape)``.
-        arch: the shared architecture.
-        rows: per model, its token rows.
+        models: N Llama modules of one architecture.
+        rows: per model, its token rows (each of at least 2 tokens).
         pad: the pad token id.
 
     Returns:
         Per model and row, ``(len(row), V)`` logits.
     """
+    arch = _Arch.of(models[0])
+    params = arch.interleave_rotary(_stack(list(models), arch.names()))
     starts = [[1] * len(model_rows) for model_rows in rows]
     batch = _Packed.build(rows, starts, pad, params["model.norm.weight"].device)
-    params = arch.interleave_rotary(params)
     logits = _linear(batched_hidden(params, arch, batch), _head(params, arch))  # (N, L, V)
     out = []
     for m, model_rows in enumerate(rows):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sublearn.errors import ConfigError
 from sublearn.finetune.config import FinetuneConfig
@@ -18,6 +19,23 @@ def model_ref(model: str | Path) -> str:
     """Local folders as absolute paths (adapters record their base by this string)."""
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else str(model)
+
+
+def job_record(
+    base_model: str | Path,
+    dataset: Path,
+    cfg: FinetuneConfig,
+    teacher_model: str | Path | None = None,
+    teacher_system_prompt: str | None = None,
+) -> dict[str, Any]:
+    """What a fine-tuned folder records about the job that made it (``train_metrics.json``)."""
+    return {
+        "base": model_ref(base_model),
+        "teacher": model_ref(teacher_model) if teacher_model is not None else None,
+        "teacher_system_prompt": teacher_system_prompt,
+        "dataset_sha256": hashlib.sha256(Path(dataset).read_bytes()).hexdigest(),
+        "config": cfg.model_dump(mode="json", exclude={"device"}),
+    }
 
 
 def finetune(
@@ -49,13 +67,7 @@ def finetune(
     """
     if cfg.objective == "kl" and teacher_model is None:
         raise ConfigError("the kl objective needs a teacher model (--teacher)")
-    job = {
-        "base": model_ref(base_model),
-        "teacher": model_ref(teacher_model) if teacher_model is not None else None,
-        "teacher_system_prompt": teacher_system_prompt,
-        "dataset_sha256": hashlib.sha256(Path(dataset).read_bytes()).hexdigest(),
-        "config": cfg.model_dump(mode="json", exclude={"device"}),
-    }
+    job = job_record(base_model, dataset, cfg, teacher_model, teacher_system_prompt)
     done = out / "train_metrics.json"
     if done.is_file():
         previous = json.loads(done.read_text()).get("job")

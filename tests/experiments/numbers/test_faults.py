@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,20 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _effects(summary: dict) -> list:
-    return [{k: v for k, v in row.items() if k != "warnings"} for row in summary["effects"]]
+    rows = [{k: v for k, v in row.items() if k != "warnings"} for row in summary["effects"]]
+    return _approx(rows)
+
+
+def _approx(value: Any) -> Any:
+    """Numbers compared to float tolerance: students batched in other groups (after a
+    kill, or on other workers) round differently in the last bits."""
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-4, abs=1e-9)
+    return value
 
 
 def test_killed_everywhere_then_resumed_equals_an_uninterrupted_run(

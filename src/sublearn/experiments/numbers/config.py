@@ -206,6 +206,11 @@ class ExperimentConfig(Config):
         default_factory=ProcessExecutorConfig,
         description="Where tasks run: inline, process (local workers) or ray.",
     )
+    batch_students: bool = Field(
+        default=True,
+        description="Train compatible students (full-weight KL, one recipe) as one batched "
+        "model per worker; each comes out as if trained alone. Speed only.",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda[:N] for every task.")
     threads: int | None = Field(
         default=None, gt=0, description="torch threads of the main process (None: one per core)."

@@ -68,6 +68,7 @@ def run_experiment(
             console=console,
             show_progress=show_progress,
             on_record=_spending_guard(cfg),
+            group=cfg.batch_students,
         )
     finally:
         _stop_servers()
