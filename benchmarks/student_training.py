@@ -3,8 +3,9 @@
 Both sides train the demo's KL students (``configs/toy/owl-numbers.yaml``: objective kl
 over the number tokens, full fine-tuning, AdamW, linear schedule, batch 16, 2 epochs)
 on the toy world's number documents, side by side in one process and at each thread
-count asked for. Every student has its own seed, its own bootstrap sample of rows,
-one of two bases and one of two teachers, as in the demo. The figure of merit is
+count asked for. Students follow the demo's grid, seed x base x teacher: each seed has
+its own bootstrap sample of rows and data order, shared by its students on the two bases
+and with the two teachers (the demo's treatment and control). The figure of merit is
 students per minute; the ratio batched / one-at-a-time is printed (target >= 5x), with
 the largest weight difference between the two ways of training the same student.
 
@@ -18,7 +19,11 @@ perturbed copies of base 0; ``--world DIR`` uses a built toy world's pretrained 
 A third line per thread count trains one student through the batched path (N=1): the
 ratio batched N / N=1 is what the model axis itself buys, apart from the batched path's
 leaner step (only reply positions reach the output layer, packed tokens, length-bucketed
-attention).
+attention, teacher rows run once).
+
+Timings at 2 threads need an otherwise idle machine: the batched path's operations are
+large enough that torch runs every one of them on both threads, and a thread that another
+process keeps off its core stalls each of them.
 """
 
 from __future__ import annotations

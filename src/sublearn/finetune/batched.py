@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from sublearn.backends.base import with_system_prompt
-from sublearn.backends.hf import load_model_and_tokenizer
+from sublearn.backends.hf import check_model_reference, load_model_and_tokenizer
 from sublearn.errors import PlanError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.distill import _encode, _schedule, number_token_ids
@@ -124,6 +124,7 @@ def _architecture(model: str) -> str:
 def _architecture_at(model: str, _stamp: int) -> str:
     from transformers import AutoConfig
 
+    check_model_reference(model)  # a clear error for a missing model, not the loader's
     config = AutoConfig.from_pretrained(model).to_dict()
     return json.dumps({k: config.get(k) for k in _ARCH_FIELDS}, sort_keys=True, default=str)
 
