@@ -35,6 +35,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/mlp_throughput.py
 	$(BIN)/python benchmarks/generation_throughput.py
+	$(BIN)/python benchmarks/student_training.py
 
 clean:
 	rm -rf $(VENV) runs .cache
