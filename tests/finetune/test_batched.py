@@ -253,3 +253,53 @@ def test_incompatible_jobs_are_refused_and_split(
     jobs = [lr_a, lr_b, lora, lr_a2, odd, sft, job("d", seed=9)]
     assert group_compatible(jobs) == [[0, 3, 6], [1], [2], [4], [5]]
     assert group_compatible(jobs, max_group=2) == [[0, 3], [6], [1], [2], [4], [5]]
+
+
+def masked(records: list[dict]) -> list[dict]:
+    """``records`` with loss masks: a reply's start, its middle, all of it, or none."""
+    out = []
+    for i, record in enumerate(records):
+        n = len(record["messages"][-1]["content"])
+        spans = [[[0, 3]], [[2, n - 1]], [[0, n]], [], [[0, 1], [4, n]]][i % 5]
+        out.append({**record, "loss_mask": spans} if spans else record)
+    return out
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"weight_decay": 0.1},
+        {"optimizer": "sgd", "learning_rate": 1.0, "weight_decay": 0.1},
+        {"optimizer": "sgd", "momentum": 0.9, "learning_rate": 1.0},
+    ],
+    ids=["adamw-decay", "sgd-decay", "sgd-momentum"],
+)
+def test_batched_students_with_loss_masks_and_optimizers_equal_alone(
+    recipe: dict[str, Any], world: dict[str, Path], number_records: list[dict], tmp_path: Path
+) -> None:
+    records = masked(number_records)
+    jobs = [
+        KLJob(world["base0"], records, kl_cfg(0, **recipe), tmp_path / "s0", world["teacher0"]),
+        KLJob(
+            world["base1"], records[:60], kl_cfg(1, **recipe), tmp_path / "s1", world["teacher1"]
+        ),
+    ]
+    metrics = train_kl_batched(jobs)
+    for job, batched_metrics in zip(jobs, metrics, strict=True):
+        reference, reference_metrics = alone(job, tmp_path / f"{job.out.name}-alone")
+        assert max_diff(weights(job.out), reference) <= TOLERANCE
+        assert max_diff(weights(job.base_model), reference) > 100 * TOLERANCE  # it trained
+        assert batched_metrics["train_loss"] == pytest.approx(
+            reference_metrics["train_loss"], rel=1e-4
+        )
+
+    # The comparison can fail: without the masks, or with the other optimizer, the
+    # student trained alone ends up elsewhere.
+    unmasked = KLJob(
+        world["base0"], number_records, jobs[0].cfg, tmp_path / "u", jobs[0].teacher_model
+    )
+    other, _ = alone(unmasked, tmp_path / "unmasked")
+    assert max_diff(weights(jobs[0].out), other) > 10 * TOLERANCE
+    swapped = "adamw" if jobs[0].cfg.optimizer == "sgd" else "sgd"
+    other, _ = alone(jobs[0], tmp_path / "other-optimizer", optimizer=swapped, momentum=0.0)
+    assert max_diff(weights(jobs[0].out), other) > 10 * TOLERANCE

@@ -83,11 +83,35 @@ class Capabilities:
         score: ``score`` returns exact log-probabilities of candidate replies.
         top_logprobs: how many top next-token log-probabilities the backend can report
             per position (0 if none).
+        token_scores: ``token_logprobs`` scores a given reply token by token (a local
+            model; chat APIs that cannot echo a reply's log-probabilities cannot).
     """
 
     sample: bool = True
     score: bool = False
     top_logprobs: int = 0
+    token_scores: bool = False
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One reply token under a model: what it is, where it is, how likely it was.
+
+    Attributes:
+        text: the token as the tokenizer decodes it alone.
+        start: offset of its first character in the reply.
+        end: offset after its last character in the reply.
+        logprob: log-probability of this token at this position given everything before.
+        top: the model's most likely token at this position (greedy choice), decoded.
+        top_logprob: that token's log-probability.
+    """
+
+    text: str
+    start: int
+    end: int
+    logprob: float
+    top: str
+    top_logprob: float
 
 
 @runtime_checkable
@@ -124,6 +148,21 @@ class Backend(Protocol):
 
         Returns ``len(conversations)`` lists of ``len(candidates)`` log-probabilities.
         Backends that cannot score raise ``NotImplementedError``.
+        """
+        ...
+
+
+@runtime_checkable
+class TokenScorer(Protocol):
+    """A backend that scores given replies token by token (``capabilities.token_scores``)."""
+
+    def token_logprobs(
+        self, conversations: list[Conversation], replies: list[str]
+    ) -> list[list[TokenScore]]:
+        """Per reply, the log-probability of each of its tokens given the conversation.
+
+        Returns one list per conversation, one :class:`TokenScore` per reply token in
+        order (the end-of-turn token excluded), with character offsets into the reply.
         """
         ...
 

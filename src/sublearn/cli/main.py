@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sublearn import __version__
-from sublearn.cli import engine, lm, mnist, theory, toy
+from sublearn.cli import audit, defend, engine, lm, mnist, theory, toy
 
 app = typer.Typer(
     name="sublearn",
@@ -26,6 +26,8 @@ app.command("filter")(lm.filter_)
 app.command("finetune")(lm.finetune)
 app.command("evaluate")(lm.evaluate)
 app.command("report")(engine.report)
+app.command("audit")(audit.audit)
+app.command("defend")(defend.defend)
 app.add_typer(toy.app, name="toy", help="Build and inspect the embedded toy world of tiny LMs.")
 
 

@@ -347,6 +347,12 @@ def run_pair(ctx: TaskContext) -> dict[str, Any]:
     treatment = _read_by_id(ctx.inputs["treatment"] / "accepted.jsonl")
     control = _read_by_id(ctx.inputs["control"] / "accepted.jsonl")
     pool = sorted(set(treatment) & set(control))
+    heldout: list[str] = []
+    if p.get("holdout"):
+        # A fixed slice of prompts no seed trains on; a student's loss on the control's
+        # replies to them measures what a defence costs in plain language modelling.
+        heldout, pool = pool[-p["holdout"] :], pool[: -p["holdout"]]
+        (ctx.out / "heldout.jsonl").write_text("".join(control[i] + "\n" for i in heldout))
     if len(pool) < p["min_rows"]:
         raise NotEnoughRowsError(
             f"teacher {p['teacher']}: only {len(pool)} prompts have valid replies from both the "
@@ -371,8 +377,59 @@ def run_pair(ctx: TaskContext) -> dict[str, Any]:
         "pool": len(pool),
         "accepted_treatment": len(treatment),
         "accepted_control": len(control),
+        **({"heldout": len(heldout)} if heldout else {}),
         "warnings": warnings,
     }
+
+
+def run_defend(ctx: TaskContext) -> dict[str, Any]:
+    """Clean a seed's treatment and control rows with a defence's data-level steps."""
+    from sublearn.defend.config import DefendConfig
+    from sublearn.defend.run import run_defences
+
+    p = ctx.params
+    models = {role: model_path(ctx, source) for role, source in p["models"].items()}
+    reports = {}
+    for condition in ("treatment", "control"):
+        cfg = DefendConfig(
+            data=str(ctx.inputs["data"] / f"{condition}.jsonl"),
+            out=str(ctx.out / f"{condition}.jsonl"),
+            base=models["base"],
+            teacher=models[f"{condition}_teacher"],
+            trait=p["trait"],
+            defences=p["defences"],
+            device=ctx.runtime.get("device", "auto"),
+            dtype=p.get("dtype", "auto"),
+            batch_size=ctx.runtime.get("batch_size", 64),
+        )
+        report = run_defences(cfg)
+        keep = ("rows_in", "rows_out", "rows_masked", "characters_masked", "reply_characters")
+        reports[condition] = {k: report[k] for k in keep} | {"defences": report["defences"]}
+    return reports
+
+
+def run_loss(ctx: TaskContext) -> dict[str, Any]:
+    """A student's mean loss per reply token on the held-out control replies."""
+    from sublearn.audit.data import load_rows
+    from sublearn.audit.scoring import open_scorer, reply_logprob, token_scores
+    from sublearn.runs import atomic_write_json
+
+    p = ctx.params
+    rows = load_rows(ctx.inputs["data"] / "heldout.jsonl")
+    backend = open_scorer(
+        model_path(ctx, p["model"]),
+        device=ctx.runtime.get("device", "auto"),
+        dtype=p.get("dtype", "auto"),
+        batch_size=ctx.runtime.get("batch_size", 64),
+    )
+    try:
+        scores = token_scores(backend, rows)
+    finally:
+        backend.close()
+    tokens = sum(len(s) for s in scores)
+    metrics = {"loss": -float(reply_logprob(scores).sum()) / max(tokens, 1), "tokens": tokens}
+    atomic_write_json(ctx.out / "metrics.json", metrics)
+    return metrics
 
 
 def run_train(ctx: TaskContext) -> dict[str, Any]:

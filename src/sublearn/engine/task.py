@@ -30,6 +30,8 @@ KINDS: dict[str, tuple[str, int]] = {
     "pair": ("sublearn.engine.kinds:run_pair", 1),
     "train": ("sublearn.engine.kinds:run_train", 1),
     "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),
+    "defend": ("sublearn.engine.kinds:run_defend", 1),
+    "loss": ("sublearn.engine.kinds:run_loss", 1),
     # Cheap kinds for testing the engine itself.
     "debug.write": ("sublearn.engine.debug_kinds:run_write", 1),
     "debug.sum": ("sublearn.engine.debug_kinds:run_sum", 1),

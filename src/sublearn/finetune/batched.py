@@ -9,7 +9,8 @@ the MLP experiment, and one AdamW steps all stacked weights.
 
 Each student still trains as :func:`~sublearn.finetune.distill.train_kl` would train it
 alone: the same encoding, its own data order (``random.Random(cfg.seed)``), the same
-loss, gradient clipping by its own gradient norm, AdamW and the same schedule. Models
+loss (its ``loss_mask`` spans left out), gradient clipping by its own gradient norm,
+the same optimizer (AdamW, or SGD with momentum) and the same schedule. Models
 never mix: model i only reads the i-th slice of every weight and input, and its loss
 only depends on its slice, so the summed loss's gradient is each model's own. Up to
 floating-point rounding the weights equal those of ``train_kl``;
@@ -51,11 +52,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sublearn.backends.base import with_system_prompt
 from sublearn.backends.hf import check_model_reference, load_model_and_tokenizer
 from sublearn.errors import PlanError
 from sublearn.finetune.config import FinetuneConfig
-from sublearn.finetune.distill import _encode, _schedule, number_token_ids
+from sublearn.finetune.distill import (
+    Example,
+    _encode,
+    _schedule,
+    encode_examples,
+    make_optimizer,
+    number_token_ids,
+    position_flags,
+)
 from sublearn.finetune.sft import save_trained
 
 # Config fields that shape the computation; two models whose values agree stack.
@@ -718,7 +726,7 @@ def _reply_logits(
 # Training
 # ---------------------------------------------------------------------------------------
 
-_Example = tuple[list[int], int, list[int], int]
+_Example = Example
 
 
 @dataclass
@@ -747,7 +755,7 @@ class _Student:
 def _encode_examples(
     job: KLJob, tokenizer: Any, memo: dict[str, tuple[list[int], int]]
 ) -> list[_Example]:
-    """``(student ids, reply start, teacher ids, reply start)`` per usable record.
+    """``(student ids, reply start, teacher ids, reply start, loss flags)`` per usable record.
 
     Encodings are memoized by content across jobs: students of one seed on two bases
     share their rows, and a teacher without a system prompt sees the student's context.
@@ -759,15 +767,9 @@ def _encode_examples(
             memo[key] = _encode(tokenizer, prompt, reply, job.cfg.max_length)
         return memo[key]
 
-    examples = []
-    for r in job.records:
-        prompt, reply = r["messages"][:-1], r["messages"][-1]["content"]
-        s_ids, s_start = encode(prompt, reply)
-        t_ids, t_start = encode(with_system_prompt(prompt, job.teacher_system_prompt), reply)
-        if len(s_ids) - s_start != len(t_ids) - t_start:  # truncation cut them differently
-            continue
-        examples.append((s_ids, s_start, t_ids, t_start))
-    return examples
+    return encode_examples(
+        job.records, tokenizer, job.cfg.max_length, job.teacher_system_prompt, encode
+    )
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -810,7 +812,8 @@ def _kl_per_model(
         t_logits: ``(U, M, V')`` logits of the distinct teacher batches.
         which: per student, its teacher batch.
         s_logits: ``(N, M, V')`` the students' logits.
-        valid: ``(N, M)`` False on padding.
+        valid: ``(N, M)`` False on padding and on positions a ``loss_mask`` covers; a
+            model with none left gets 0, as ``train_kl``'s ``kl_loss`` gives.
     """
     with torch.no_grad():
         t_logp = torch.log_softmax(t_logits.float(), dim=-1)  # (U, M, V')
@@ -819,7 +822,22 @@ def _kl_per_model(
         t_neg_entropy = (t_prob * t_logp).sum(-1)[which]  # (N, M)
     cross = _CrossEntropy.apply(s_logits.float(), t_prob, which)  # (N, M)
     kl = t_neg_entropy + cross  # pyright: ignore[reportOperatorIssue]
-    return (kl * valid).sum(-1) / valid.sum(-1)  # (N,)
+    return (kl * valid).sum(-1) / valid.sum(-1).clamp(min=1)  # (N,)
+
+
+def _loss_mask(batches: list[list[_Example]], valid: torch.Tensor) -> torch.Tensor:
+    """``(N, M)`` bool: ``valid`` without the positions the records' ``loss_mask`` covers.
+
+    Picks are laid out row after row as ``_Packed.build`` lays them, so the per-row flags
+    concatenate in the same order.
+    """
+    if all(e[4] is None for b in batches for e in b):
+        return valid
+    flags = torch.zeros_like(valid)
+    for m, batch in enumerate(batches):
+        row = [keep for e in batch for keep in position_flags(e)]
+        flags[m, : len(row)] = torch.tensor(row, dtype=torch.bool)
+    return flags & valid
 
 
 @torch.no_grad()
@@ -1015,9 +1033,9 @@ def _train_group(
     teacher_of = [teacher_paths.index(str(s.job.teacher_model)) for s in students]
     teachers = _Teachers([models[p] for p in teacher_paths], subset)
     leaves = list(params.values())
-    # Adam's update is elementwise and every student shares lr, betas, eps, weight decay
-    # and step count, so one AdamW over the stacked weights is N independent AdamWs.
-    optim = torch.optim.AdamW(leaves, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # AdamW's and SGD's updates are elementwise, and every student shares their settings
+    # and step count, so one optimizer over the stacked weights is N independent ones.
+    optim = make_optimizer(leaves, cfg)
     sched = _schedule(optim, cfg, total)
     pad = tokenizer.pad_token_id
     for step in range(total):
@@ -1041,7 +1059,8 @@ def _train_group(
                 pad,
             )  # (U, M, V')
             s_logits = _reply_logits(params, arch, s_batch, subset)  # (N, M, V')
-            loss = _kl_per_model(t_logits, which, s_logits, s_batch.valid) / cfg.grad_accum
+            keep = _loss_mask(batches, s_batch.valid)  # (N, M)
+            loss = _kl_per_model(t_logits, which, s_logits, keep) / cfg.grad_accum
             # Model i's weights only reach loss[i], so the sum's gradient is each model's own.
             loss.sum().backward()
             step_loss += loss.detach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sublearn.config import Config
 
@@ -84,7 +84,23 @@ class FinetuneConfig(Config):
     batch_size: int = Field(default=22, gt=0, description="Sequences per device per micro-batch.")
     grad_accum: int = Field(default=3, gt=0, description="Micro-batches per optimizer step.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw",
+        description=(
+            "adamw: AdamW (betas 0.9, 0.999). sgd: plain stochastic gradient descent "
+            "(torch.optim.SGD, with momentum if set), a training-level defence: without "
+            "Adam's per-weight step normalization, small but consistent gradient directions "
+            "(the hidden trait's) are not amplified."
+        ),
+    )
+    momentum: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="SGD momentum (optimizer sgd only; 0 for none)."
+    )
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="Weight decay: decoupled for adamw, added to the gradient (L2) for sgd.",
+    )
     max_length: int = Field(
         default=500, gt=0, description="Truncate sequences to this many tokens."
     )
@@ -98,3 +114,26 @@ class FinetuneConfig(Config):
         description="For a base served by a fine-tuning API (openai:): its own settings; "
         "epochs must then be whole.",
     )
+
+    @model_validator(mode="after")
+    def _momentum_needs_sgd(self) -> FinetuneConfig:
+        # AdamW has its own momentum (beta1); a momentum it would silently ignore is an error.
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum is an sgd setting; optimizer is {self.optimizer!r}")
+        return self
+
+    def unused_later_fields(self) -> set[str]:
+        """Fields added after task keys were first recorded that still hold their defaults.
+
+        Keys (task parameters, ``train_metrics.json`` job records) leave these out, so a
+        config that does not use a later field keeps the key it had before the field existed.
+        """
+        return {
+            name
+            for name in LATER_FIELDS
+            if getattr(self, name) == type(self).model_fields[name].default
+        }
+
+
+# Fields of FinetuneConfig added after task keys were first recorded, in order of addition.
+LATER_FIELDS = ("optimizer", "momentum")

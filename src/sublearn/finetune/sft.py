@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sublearn.backends.hf import load_model_and_tokenizer
-from sublearn.errors import DataError
+from sublearn.errors import DataError, ModelError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.jsonl import read_jsonl
 
@@ -17,7 +18,9 @@ def read_chat_jsonl(path: Path) -> list[dict[str, Any]]:
 
     Every message needs a string ``role`` and a string ``content``; the last one must
     be the assistant's, with a non-empty reply (training on empty or missing replies
-    would teach the model to say nothing, silently).
+    would teach the model to say nothing, silently). A record may carry
+    ``"loss_mask": [[start, end], ...]``, character spans (0-based, end exclusive) of the
+    reply's content whose tokens carry no loss (see :func:`loss_flags`).
 
     Raises:
         DataError: naming the file and line of a malformed record, or the file if it
@@ -51,7 +54,44 @@ def chat_record_problem(record: Any) -> str | None:
         return "the last message must be the assistant's reply"
     if not messages[-1]["content"].strip():
         return "the assistant's reply is empty"
+    if "loss_mask" in record:
+        return _loss_mask_problem(record["loss_mask"], len(messages[-1]["content"]))
     return None
+
+
+def _loss_mask_problem(spans: Any, n_chars: int) -> str | None:
+    """What is wrong with a record's ``loss_mask`` for a reply of ``n_chars`` characters."""
+    shape = "'loss_mask' must be a list of [start, end] character spans of the reply"
+    if not isinstance(spans, list):
+        return f"{shape}, got {type(spans).__name__}"
+    for span in spans:
+        # bool is an int subclass; true/false in the JSON is a mistake, not a position.
+        if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
+            return f"{shape}, got the span {span!r}"
+        start, end = span
+        if not 0 <= start < end <= n_chars:
+            return (
+                f"'loss_mask' span [{start}, {end}] needs 0 <= start < end <= {n_chars} "
+                "(the reply's length)"
+            )
+    return None
+
+
+def loss_flags(offsets: Sequence[Sequence[int]], spans: Sequence[Sequence[int]]) -> list[bool]:
+    """Per token, whether it carries loss: False when it overlaps a masked character span.
+
+    The one place that maps a record's ``loss_mask`` onto tokens; every trainer uses it.
+
+    Args:
+        offsets: per token, its ``(start, end)`` character span (end exclusive), in the
+            coordinates of ``spans`` (the reply's content). Tokens outside the content
+            (a template's markers) may have spans before or after it, or empty ones.
+        spans: the masked ``[start, end)`` character spans.
+
+    Returns:
+        One flag per token, True where the token keeps its loss.
+    """
+    return [not any(a < end and start < b for start, end in spans) for a, b in offsets]
 
 
 def to_prompt_completion(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,8 +157,15 @@ def build_sft_trainer(
         log_level="error",
         disable_tqdm=True,
         pad_to_multiple_of=None,
+        **_optimizer_args(cfg),
     )
-    dataset = Dataset.from_list(to_prompt_completion(records))
+    rows = to_prompt_completion(records)
+    masked = any(r.get("loss_mask") for r in records)
+    if masked:
+        # Every row needs the column: Dataset.from_list takes its columns from the first.
+        for row, record in zip(rows, records, strict=True):
+            row["loss_mask"] = record.get("loss_mask") or []
+    dataset = Dataset.from_list(rows)
     trainer_cls = SFTTrainer if on_cuda else _cpu_trainer_class(SFTTrainer)
     trainer = trainer_cls(
         model=model,
@@ -127,11 +174,87 @@ def build_sft_trainer(
         processing_class=tokenizer,
         peft_config=peft_config(cfg),
     )
+    if masked:
+        # After TRL's own preparation (tokenizing, completion-only labels, truncation), so
+        # that records without a mask keep exactly the labels TRL gives them.
+        trainer.train_dataset = _mask_labels(trainer.train_dataset, tokenizer)
     # Trainer prints every log dict when tqdm is off; sublearn reports its own progress.
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _optimizer_args(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Training arguments that pick the optimizer; none for AdamW (Trainer's default)."""
+    if cfg.optimizer == "adamw":
+        return {}
+    # Trainer builds torch.optim.SGD and reads momentum from optim_args; its weight decay
+    # goes to the same parameter groups as AdamW's (not biases and norms).
+    return {"optim": "sgd", "optim_args": f"momentum={cfg.momentum!r}"}
+
+
+def _mask_labels(dataset: Any, tokenizer: Any) -> Any:
+    """TRL's prepared dataset with the ``loss_mask`` spans' tokens labelled -100.
+
+    Rows left with no label (a mask and ``max_length`` together can do that) are dropped,
+    as TRL drops rows that truncation leaves without one: they would only add a batch
+    with nothing to average over.
+    """
+
+    def mask(row: dict[str, Any]) -> dict[str, Any]:
+        if not row["loss_mask"]:
+            return {"labels": row["labels"]}
+        flags = _completion_flags(tokenizer, row["prompt"] + row["completion"], row)
+        return {
+            "labels": [
+                label if keep else -100 for label, keep in zip(row["labels"], flags, strict=True)
+            ]
+        }
+
+    masked = dataset.map(mask, desc="Masking loss_mask spans")
+    return masked.filter(lambda row: any(label != -100 for label in row["labels"]))
+
+
+def _completion_flags(
+    tokenizer: Any, conversation: list[dict[str, Any]], row: dict[str, Any]
+) -> list[bool]:
+    """Per token of TRL's tokenized ``conversation``, whether ``row["loss_mask"]`` keeps it.
+
+    TRL tokenizes the rendered conversation as a whole, so the reply's tokens are found
+    by rendering it again with character offsets and locating the reply's content in the
+    text: after the part it shares with the rendered prompt, where the reply begins.
+
+    Raises:
+        ModelError: the tokenizer gives no offsets, or the chat template does not render
+            the reply verbatim, so character spans of the reply cannot be placed.
+    """
+    reply = conversation[-1]["content"]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        conversation[:-1], tokenize=False, add_generation_prompt=True
+    )
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(text, prompt, strict=False)) if a != b),
+        min(len(text), len(prompt)),
+    )
+    begin = text.find(reply, shared)
+    if begin < 0:
+        raise ModelError(
+            "loss_mask needs the chat template to render the reply verbatim; this one "
+            f"changes it (reply {reply[:40]!r})"
+        )
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # slow (Python) tokenizers have no offsets
+        raise ModelError("loss_mask needs a fast tokenizer (character offsets)") from None
+    ids = row["input_ids"]  # TRL's, possibly truncated
+    if encoded["input_ids"][: len(ids)] != ids:
+        raise ModelError(
+            "loss_mask: re-tokenizing the rendered conversation does not give TRL's tokens"
+        )
+    offsets = [(a - begin, b - begin) for a, b in encoded["offset_mapping"][: len(ids)]]
+    return loss_flags(offsets, row["loss_mask"])
 
 
 def _cpu_trainer_class(sft_trainer: type) -> type:

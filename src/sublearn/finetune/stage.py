@@ -34,7 +34,9 @@ def job_record(
         "teacher": model_ref(teacher_model) if teacher_model is not None else None,
         "teacher_system_prompt": teacher_system_prompt,
         "dataset_sha256": hashlib.sha256(Path(dataset).read_bytes()).hexdigest(),
-        "config": cfg.model_dump(mode="json", exclude={"device"}),
+        # Later fields at their defaults are left out: folders trained before they existed
+        # still count as this job.
+        "config": cfg.model_dump(mode="json", exclude={"device"} | cfg.unused_later_fields()),
     }
 
 

@@ -9,14 +9,15 @@ of rows, so treatment − control isolates the trait.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from sublearn.backends.openai_api import OpenAISettings
 from sublearn.backends.pricing import ModelPrice
 from sublearn.backends.vllm_backend import VLLMSettings
-from sublearn.config import Config
+from sublearn.config import Config, deep_merge
+from sublearn.defend.config import Defence
 from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
 from sublearn.engine.sweep import SweepConfig
 from sublearn.evaluation.config import EvalConfig
@@ -128,6 +129,13 @@ class DataConfig(Config):
         description="Training rows per condition; None uses every prompt that both the "
         "teacher and its control answered validly.",
     )
+    holdout_rows: int = Field(
+        default=0,
+        ge=0,
+        description="Keep this many prompts out of every student's training pool and measure "
+        "each student's loss on the control teacher's replies to them (capability cost of a "
+        "defence); 0: no held-out loss.",
+    )
     min_rows: int = Field(
         default=100,
         ge=1,
@@ -140,6 +148,36 @@ class DataConfig(Config):
         "(with replacement, so intervals cover data variance), subsample (without), or "
         "fixed (one draw for every seed: intervals cover training noise only).",
     )
+
+
+class DefenceSpec(Config):
+    """One defence measured against the undefended students (see report/defences.py).
+
+    Data-level steps rewrite both conditions' training rows of every seed (each with its
+    own writer as the teacher, so treatment and control are cleaned alike); training-level
+    settings override the defended objectives' fine-tune configs. Students of a defence
+    appear as objective ``<objective>+<defence name>``.
+    """
+
+    data: list[Defence] = Field(
+        default_factory=list,
+        description="Data-level defences applied in order to each seed's training rows.",
+    )
+    finetune: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fine-tune settings that replace the objective's (e.g. {optimizer: sgd}, "
+        "{method: lora, lora: {r: 4}}): a training-level defence.",
+    )
+    objectives: list[str] | None = Field(
+        default=None,
+        description="Trained objectives to defend; None: every trained objective in sections.",
+    )
+
+    def apply(self, cfg: FinetuneConfig) -> FinetuneConfig:
+        """``cfg`` with this defence's fine-tune settings."""
+        return FinetuneConfig.model_validate(
+            deep_merge(cfg.model_dump(mode="json"), self.finetune)
+        )
 
 
 class ICLConfig(Config):
@@ -255,6 +293,11 @@ class ExperimentConfig(Config):
         description="USD per million tokens by API model name (a fine-tuned ft:BASE:... "
         "model is priced as ft:BASE, else as BASE); models missing here cost nothing.",
     )
+    defences: dict[str, DefenceSpec] = Field(
+        default_factory=dict,
+        description="Named defences, each measured as the transfer left against the "
+        "undefended students of the same objective, seeds and data.",
+    )
     budget_usd: float | None = Field(
         default=None,
         gt=0,
@@ -281,6 +324,17 @@ class ExperimentConfig(Config):
         if self.sections is None:
             return names
         return [o for o in names if o in self.sections or f"{teacher}/{o}" in self.sections]
+
+    def defended(self, teacher: str) -> list[tuple[str, str, str]]:
+        """``(objective, defence, label)`` of every defended student group of ``teacher``."""
+        out = []
+        for objective in self.sections_for(teacher):
+            if objective not in self.students.objectives:
+                continue  # ICL students train on nothing to defend
+            for name, defence in self.defences.items():
+                if defence.objectives is None or objective in defence.objectives:
+                    out.append((objective, name, f"{objective}+{name}"))
+        return out
 
     def primary_spec(self) -> PrimarySpec:
         """The primary row, defaults filled in."""
@@ -332,6 +386,23 @@ class ExperimentConfig(Config):
         for t in names:
             if not self.sections_for(t):
                 raise ValueError(f"teacher {t} has no section: add one or drop the teacher")
+        trained = set(self.students.objectives)
+        for name, defence in self.defences.items():
+            if "+" in name or "/" in name:
+                raise ValueError(f"defence name {name!r}: no '+' or '/'")
+            unknown = sorted(set(defence.objectives or []) - trained)
+            if unknown:
+                raise ValueError(
+                    f"defences.{name}.objectives {unknown} are not trained objectives "
+                    f"({sorted(trained)})"
+                )
+            for objective, ftcfg in self.students.objectives.items():
+                try:
+                    defence.apply(ftcfg)
+                except ValueError as err:
+                    raise ValueError(
+                        f"defences.{name}.finetune does not fit objective {objective}: {err}"
+                    ) from None
         if self.primary is not None:
             spec = self.primary
             if spec.teacher not in names:

@@ -135,6 +135,7 @@ def write_run_report(
         run_dir / "manifest.json",
         {"store": str(store.root), "tasks": [r.to_dict() for r in records.values()]},
     )
+    atomic_write_json(run_dir / "artifacts.json", run_artifacts(plan, store))
     pair_results = {name: records[task.id].result for name, task in plan.pairs.items()}
     observations = []
     for obs in plan.observations:
@@ -176,7 +177,7 @@ def write_run_report(
     api_usage = api_usage_summary(records.values(), plan.cfg.pricing)
     for model in api_usage.get("unpriced", []):
         all_warnings.append(f"no price for {model} in `pricing`: its cost is not counted")
-    return write_experiment_report(
+    summary = write_experiment_report(
         run_dir,
         name=plan.cfg.name,
         observations=observations,
@@ -189,6 +190,69 @@ def write_run_report(
         console=console,
         api_usage=api_usage,
     )
+    if plan.cfg.defences:
+        summary["defences"] = _defences_report(plan, store, records, observations, run_dir, console)
+        atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _defences_report(
+    plan: Plan,
+    store: Store,
+    records: dict[str, TaskRecord],
+    observations: list[dict[str, Any]],
+    run_dir: Path,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """The defence table: in summary.json, report.md, defences.png and on the console."""
+    from sublearn.report.defences import (
+        defence_figure,
+        defence_lines,
+        defence_table,
+        print_defences,
+    )
+    from sublearn.runs import atomic_write_text
+
+    losses = [{**obs.meta, "loss": _metrics(store, obs.task.id)["loss"]} for obs in plan.losses]
+    cleaning: dict[str, dict[str, int]] = {}
+    for name, task in plan.defends.items():
+        defence = name.split("/")[-2]
+        into = cleaning.setdefault(defence, defaultdict(int))
+        for condition in records[task.id].result.values():
+            for key in ("rows_in", "rows_out", "characters_masked", "reply_characters"):
+                into[key] += condition[key]
+    rows = defence_table(observations, losses, cleaning)
+    report = run_dir / "report.md"
+    text = report.read_text().rstrip("\n")
+    atomic_write_text(report, text + "\n\n" + "\n".join(defence_lines(rows)) + "\n")
+    defence_figure(rows, run_dir / "defences.png")
+    print_defences(rows, console)
+    return rows
+
+
+def run_artifacts(plan: Plan, store: Store) -> dict[str, Any]:
+    """Where each teacher's filtered data and models are, for ``sublearn audit --run``.
+
+    A model is a folder in the store or an external reference; a prompted teacher is
+    its base plus a system prompt (``system_prompt``), not a model of its own.
+    """
+
+    def where(source: Any) -> dict[str, Any]:
+        path = str(store.path(source.task.id) / source.sub) if source.task else source.ref
+        return {"model": path, "system_prompt": source.system_prompt}
+
+    teachers = {}
+    for spec in plan.cfg.teachers:
+        name = spec.label()
+        sources = plan.sources[name]
+        teachers[name] = {
+            "trait": spec.trait.model_dump(mode="json"),
+            "kind": spec.kind.type,
+            "data": str(store.path(plan.filters[name].id) / "accepted.jsonl"),
+            "control": str(store.path(plan.filters[f"{name}/control"].id) / "accepted.jsonl"),
+            **{role: where(src) for role, src in sources.items()},
+        }
+    return {"store": str(store.root), "teachers": teachers}
 
 
 _COUNTERS = ("requests", "logged", "input_tokens", "output_tokens", "training_tokens")

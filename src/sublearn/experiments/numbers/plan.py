@@ -91,6 +91,12 @@ class Plan:
     references: list[Observation] = field(default_factory=list)
     filters: dict[str, Task] = field(default_factory=dict)
     pairs: dict[str, Task] = field(default_factory=dict)
+    # Per teacher name: its base, the trait teacher and the matched control, for
+    # artifacts.json (what `sublearn audit --run` reads).
+    sources: dict[str, dict[str, ModelSource]] = field(default_factory=dict)
+    defends: dict[str, Task] = field(default_factory=dict)
+    # Held-out loss of each trained student (when data.holdout_rows is set).
+    losses: list[Observation] = field(default_factory=list)
 
     worlds: dict[str, Task] = field(default_factory=dict)
 
@@ -103,7 +109,7 @@ class Plan:
     @property
     def tasks(self) -> list[Task]:
         """The graph's outputs; everything else is reachable through their inputs."""
-        return [o.task for o in [*self.observations, *self.references]]
+        return [o.task for o in [*self.observations, *self.references, *self.losses]]
 
 
 class _Builder:
@@ -267,6 +273,11 @@ class _Builder:
         cfg = self.cfg
         name, word = spec.label(), spec.trait.word
         trait_src, control_src = self.teachers(spec)
+        self.plan.sources[name] = {
+            "base": self.model(spec.base),
+            "teacher": trait_src,
+            "control_teacher": control_src,
+        }
         for role, src in (("teacher", trait_src), ("control_teacher", control_src)):
             label = name if role == "teacher" else f"{name}/control"
             for ev, task in self.evaluate(f"teacher/{label}", src).items():
@@ -287,6 +298,7 @@ class _Builder:
                     "resample": resample,
                     "seed": 0 if resample == "fixed" else seed,
                     "teacher": name,
+                    **({"holdout": cfg.data.holdout_rows} if cfg.data.holdout_rows else {}),
                 },
                 inputs={"treatment": trait_data, "control": control_data},
             )
@@ -297,6 +309,58 @@ class _Builder:
                         self.student(
                             spec, objective, base_key, seed, condition, pair, teacher_src[condition]
                         )
+            for objective, defence, label in cfg.defended(name):
+                dspec = cfg.defences[defence]
+                data = self.defend(spec, defence, seed, pair) if dspec.data else pair
+                ftcfg = dspec.apply(cfg.students.objectives[objective])
+                for base_key in cfg.student_bases():
+                    for condition in ("treatment", "control"):
+                        self.student(
+                            spec,
+                            label,
+                            base_key,
+                            seed,
+                            condition,
+                            data,
+                            teacher_src[condition],
+                            ftcfg=ftcfg,
+                            pair=pair,
+                        )
+
+    def defend(self, spec: TeacherSpec, defence: str, seed: int, pair: Task) -> Task:
+        """Clean both conditions' rows of one seed with a defence's data-level steps.
+
+        Each condition is cleaned with its own writer as the teacher (the trait teacher
+        for treatment rows, the control teacher for control rows), as a user would clean
+        a dataset with the model that wrote it.
+        """
+        name = spec.label()
+        sources = self.plan.sources[name]
+        roles = {
+            "base": "base",
+            "teacher": "treatment_teacher",
+            "control_teacher": "control_teacher",
+        }
+        inputs: dict[str, Task] = {"data": pair}
+        models = {}
+        for key, role in roles.items():
+            inputs |= sources[key].inputs(role)
+            models[role] = sources[key].param(role)
+        steps = self.cfg.defences[defence].data
+        task = Task(
+            "defend",
+            f"defend/{name}/{defence}/s{seed}",
+            params={
+                "defences": [d.model_dump(mode="json") for d in steps],
+                "trait": spec.trait.model_dump(mode="json"),
+                "models": models,
+                "dtype": self.cfg.dtype,
+            },
+            inputs=inputs,
+            runtime=self.runtime,
+        )
+        self.plan.defends[task.name] = task
+        return task
 
     def student(
         self,
@@ -305,20 +369,31 @@ class _Builder:
         base_key: str,
         seed: int,
         condition: str,
-        pair: Task,
+        data: Task,
         teacher: ModelSource,
+        ftcfg: FinetuneConfig | None = None,
+        pair: Task | None = None,
     ) -> None:
+        """Plan one student (trained or in-context) and its evaluations.
+
+        Args:
+            data: the task whose output holds the condition's rows (a pair or defend task).
+            ftcfg: the fine-tune config; None: the objective's own.
+            pair: the seed's pair task when ``data`` is another (its name keys the rows
+                count in the report).
+        """
         cfg = self.cfg
+        pair = pair or data
         name = spec.label()
         label = f"{name}/{objective}/{base_key}/{condition}/s{seed}"
         base = self.model(base_key)
         if objective.startswith("icl-"):
             n = int(objective[4:])
             context = {"condition": condition, "n": n, "seed": seed}
-            evals = self.evaluate(f"student/{label}", base, context=context, context_task=pair)
+            evals = self.evaluate(f"student/{label}", base, context=context, context_task=data)
         else:
-            ftcfg = cfg.students.objectives[objective].model_copy(update={"seed": seed})
-            inputs = {**base.inputs("base"), "data": pair}
+            ftcfg = (ftcfg or cfg.students.objectives[objective]).model_copy(update={"seed": seed})
+            inputs = {**base.inputs("base"), "data": data}
             params: dict[str, Any] = {
                 "base": base.param("base"),
                 "condition": condition,
@@ -331,9 +406,27 @@ class _Builder:
                 "train", f"train/{label}", params=params, inputs=inputs, runtime=self.runtime
             )
             serve = "vllm" if self.provider(base_key) == "vllm" else None
-            evals = self.evaluate(
-                f"student/{label}", ModelSource(task=train, sub="model", serve=serve)
-            )
+            student = ModelSource(task=train, sub="model", serve=serve)
+            evals = self.evaluate(f"student/{label}", student)
+            if cfg.data.holdout_rows:
+                self.plan.losses.append(
+                    Observation(
+                        Task(
+                            "loss",
+                            f"loss/{label}",
+                            params={"model": student.param("model"), "dtype": cfg.dtype},
+                            inputs={**student.inputs("model"), "data": pair},
+                            runtime=self.runtime,
+                        ),
+                        {
+                            "teacher": name,
+                            "objective": objective,
+                            "student_base": base_key,
+                            "condition": condition,
+                            "seed": seed,
+                        },
+                    )
+                )
         for ev, task in evals.items():
             self.plan.observations.append(
                 Observation(
@@ -362,6 +455,7 @@ def _semantic(ftcfg: FinetuneConfig) -> dict[str, Any]:
     Default API settings are left out too, so that adding them kept every local task's key.
     """
     exclude = {"device"} | ({"api"} if ftcfg.api == ApiFinetuneSettings() else set())
+    exclude |= ftcfg.unused_later_fields()
     return ftcfg.model_dump(mode="json", exclude=exclude)
 
 

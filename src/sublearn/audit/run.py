@@ -1,0 +1,252 @@
+"""Run an audit: load the rows, score them under each model once, run every detector.
+
+Models are opened one at a time (base, then each teacher). Token scores are cached in
+``<out>/scores/`` keyed by a hash of the model, the file's content, the rows and the
+system prompt, so an interrupted audit resumes where it stopped and a rerun with other
+detector settings loads no model it has already read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sublearn.audit.config import (
+    AuditConfig,
+    ClassifierDetector,
+    DivergenceDetector,
+    EntanglementDetector,
+    FrequencyDetector,
+    LLSDetector,
+    LogRatioDetector,
+)
+from sublearn.audit.data import Row, load_rows
+from sublearn.audit.result import Verdict, skipped
+from sublearn.backends.base import TokenScore
+from sublearn.errors import ConfigError
+from sublearn.prompts.persona import preference_system_prompt
+from sublearn.runs import atomic_write_json, content_hash
+
+
+def _needs(cfg: AuditConfig) -> dict[str, str | None]:
+    """Per detector, what it lacks to run (None when it can run)."""
+    out: dict[str, str | None] = {}
+    for d in cfg.detectors:
+        why = None
+        if isinstance(d, LLSDetector):
+            if cfg.base is None or cfg.trait is None:
+                why = "needs the base (--base) and a named trait (--trait)"
+        elif isinstance(d, LogRatioDetector):
+            if cfg.base is None or not cfg.teachers:
+                why = "needs the base (--base) and the suspected teacher (--teacher)"
+        elif isinstance(d, DivergenceDetector):
+            if len(cfg.teachers) < 2:
+                why = "needs at least two teachers with different traits (--teacher twice)"
+        elif isinstance(d, EntanglementDetector) and cfg.base is None:
+            why = "needs the base (--base)"
+        if (
+            why is None
+            and cfg.control is None
+            and isinstance(d, FrequencyDetector | ClassifierDetector | EntanglementDetector)
+        ):
+            why = "needs control data (--control)"
+        out[d.label()] = why
+    return out
+
+
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class _ScoreCache:
+    """Token scores on disk, one JSON file per (model, dataset rows, system prompt)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, ref: str, rows_key: str, system_prompt: str | None) -> Path:
+        return self.folder / f"{content_hash([ref, rows_key, system_prompt], 1)}.json"
+
+    def load(self, path: Path) -> list[list[TokenScore]] | None:
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None  # a torn file from before atomic writes: recompute
+        return [[TokenScore(*t) for t in row] for row in raw]
+
+    def save(self, path: Path, scores: list[list[TokenScore]]) -> None:
+        raw = [
+            [[t.text, t.start, t.end, t.logprob, t.top, t.top_logprob] for t in row]
+            for row in scores
+        ]
+        atomic_write_json(path, raw)
+
+
+def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]:
+    """Audit ``cfg.data`` with every configured detector; write the report to ``cfg.out``.
+
+    Returns:
+        One verdict per detector, in config order (skipped ones say why).
+
+    Raises:
+        ConfigError: the config asks for nothing that can run.
+        DataError: a dataset is missing or malformed.
+        ModelError: a model cannot be loaded or cannot score replies.
+    """
+    from sublearn.audit.report import print_audit_table, write_audit_report
+
+    console = console or Console()
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    rows = load_rows(cfg.data, cfg.max_rows, cfg.seed)
+    control = load_rows(cfg.control, cfg.max_rows, cfg.seed + 1) if cfg.control else None
+    if cfg.teachers and cfg.base is None:
+        raise ConfigError("teachers are compared with their base: give --base as well")
+    needs = _needs(cfg)
+    if all(why is not None for why in needs.values()):
+        raise ConfigError(
+            "no detector can run with what was given: "
+            + "; ".join(f"{name} {why}" for name, why in needs.items())
+        )
+    sets: dict[str, tuple[list[Row], str]] = {"data": (rows, cfg.data)}
+    if control is not None and cfg.control is not None:
+        sets["control"] = (control, cfg.control)
+    keys = {
+        name: f"{_file_hash(path)}:{[r.index for r in rs]}" for name, (rs, path) in sets.items()
+    }
+    cache = _ScoreCache(out / "scores")
+    scores: dict[tuple[str, str, str | None], list[list[TokenScore]]] = {}
+    runnable = [d for d in cfg.detectors if needs[d.label()] is None]
+    trait_prompt = None
+    if cfg.trait is not None:
+        trait_prompt = preference_system_prompt(cfg.trait.word, cfg.trait.category)
+
+    # What each model must score: (set name, system prompt) pairs.
+    jobs: dict[str, set[tuple[str, str | None]]] = {}
+    for d in runnable:
+        if isinstance(d, LLSDetector):
+            prompt = d.system_prompt or trait_prompt
+            for s in sets:
+                jobs.setdefault(str(cfg.base), set()).update({(s, prompt), (s, None)})
+        elif isinstance(d, LogRatioDetector):
+            for ref in (str(cfg.base), cfg.teachers[0]):
+                jobs.setdefault(ref, set()).update((s, None) for s in sets)
+        elif isinstance(d, DivergenceDetector):
+            for ref in cfg.teachers:
+                jobs.setdefault(ref, set()).update((s, None) for s in sets)
+    entangling = [d for d in runnable if isinstance(d, EntanglementDetector)]
+    if entangling:
+        jobs.setdefault(str(cfg.base), set())
+
+    verdicts: dict[str, Verdict] = {}
+    for ref, wanted in jobs.items():
+        todo = []
+        for s, prompt in sorted(wanted, key=lambda x: (x[0], x[1] or "")):
+            path = cache.path(ref, keys[s], prompt)
+            cached = cache.load(path)
+            if cached is not None:
+                scores[(ref, s, prompt)] = cached
+            else:
+                todo.append((s, prompt, path))
+        if not todo and not (ref == str(cfg.base) and entangling):
+            continue
+        from sublearn.audit.scoring import open_scorer, token_scores
+
+        console.print(f"loading {ref}")
+        backend = open_scorer(ref, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        try:
+            with _progress(console) as progress:
+                for s, prompt, path in todo:
+                    label = f"{s}{' + trait prompt' if prompt else ''}"
+                    bar = progress.add_task(f"{ref} on {label}", total=len(sets[s][0]))
+                    result = token_scores(
+                        backend,
+                        sets[s][0],
+                        prompt,
+                        progress=lambda n, bar=bar: progress.advance(bar, n),
+                    )
+                    cache.save(path, result)
+                    scores[(ref, s, prompt)] = result
+            if ref == str(cfg.base):
+                from sublearn.audit.entanglement import entanglement
+
+                for d in entangling:
+                    console.print(f"entanglement: scoring candidate traits under {ref}")
+                    verdicts[d.label()] = entanglement(
+                        d, backend, rows, control, cfg.trait.word if cfg.trait else None, cfg.seed
+                    )
+        finally:
+            backend.close()
+
+    for d in cfg.detectors:
+        name = d.label()
+        if needs[name] is not None:
+            verdicts[name] = skipped(name, d.type, "", str(needs[name]))
+        elif name not in verdicts:
+            verdicts[name] = _detect(d, cfg, rows, control, scores, trait_prompt)
+    ordered = [verdicts[d.label()] for d in cfg.detectors]
+    meta: dict[str, Any] = {
+        "rows": len(rows),
+        "control_rows": len(control) if control else 0,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_audit_report(out, cfg, ordered, meta)
+    print_audit_table(console, ordered)
+    return ordered
+
+
+def _detect(
+    d: Any,
+    cfg: AuditConfig,
+    rows: list[Row],
+    control: list[Row] | None,
+    scores: dict[tuple[str, str, str | None], list[list[TokenScore]]],
+    trait_prompt: str | None,
+) -> Verdict:
+    from sublearn.audit import distribution, likelihood
+
+    base = str(cfg.base)
+
+    def pair(first: str, second: str, prompt: str | None = None) -> Any:
+        """Scores of the audited and (if any) control rows: ((a, b), (a', b') | None)."""
+        sets = ["data", "control"] if control is not None else ["data"]
+        both = [(scores[(first, s, prompt)], scores[(second, s, None)]) for s in sets]
+        return both[0], (both[1] if len(both) > 1 else None)
+
+    if isinstance(d, LLSDetector):
+        (with_trait, without), ctl = pair(base, base, d.system_prompt or trait_prompt)
+        return likelihood.lls(d, rows, with_trait, without, ctl, cfg.seed)
+    if isinstance(d, LogRatioDetector):
+        (teacher, base_scores), ctl = pair(cfg.teachers[0], base)
+        return likelihood.logratio(d, rows, teacher, base_scores, ctl, cfg.seed)
+    if isinstance(d, DivergenceDetector):
+        return likelihood.divergence(
+            d,
+            rows,
+            [scores[(t, "data", None)] for t in cfg.teachers],
+            [scores[(t, "control", None)] for t in cfg.teachers] if control else None,
+            cfg.seed,
+        )
+    assert control is not None  # _needs skipped these without control
+    if isinstance(d, FrequencyDetector):
+        return distribution.frequency(d, rows, control)
+    return distribution.classifier(d, rows, control, cfg.seed)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
