@@ -140,7 +140,7 @@ def frequency(cfg: FrequencyDetector, data: list[Row], control: list[Row] | None
     word = "FLAGGED" if verdict.flagged else "clear"
     listed = ", ".join(str(t["token"]) for t in verdict.top_tokens[:5])
     verdict.summary = (
-        f"{word}: {cfg.unit} frequencies differ from control with Cramér's V "
+        f"{word}: {cfg.unit} frequencies differ from control with bias-corrected Cramér's V "
         f"{verdict.score:.3f} (chi-square {statistic:.1f} on {dof} df, dispersion "
         f"{dispersion:.2f}, p = {verdict.p_value:.2g}); most different: {listed}"
     )
@@ -256,7 +256,7 @@ def classifier(
     analyzer: Callable[[str], list[str]] = (
         numbers_of if cfg.features == "numbers" else lambda reply: reply.split()
     )
-    vectorizer = CountVectorizer(analyzer=analyzer)
+    vectorizer = CountVectorizer(analyzer=analyzer)  # type: ignore[arg-type]
     try:
         x: Any = vectorizer.fit_transform([r.reply for r in [*data, *control]])  # (n, d)
     except ValueError:  # every reply is empty of features
