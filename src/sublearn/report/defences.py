@@ -87,8 +87,8 @@ def defence_table(
 
     Returns:
         Rows with ``effect`` (pp, mean and CI over seeds), ``remaining`` (share of the
-        undefended effect, with CI), ``loss_delta`` (held-out loss, defended minus
-        undefended, mean and CI), and the cleaning counts.
+        undefended effect, with CI), ``loss`` (the students' held-out loss per token),
+        ``loss_delta`` (defended minus undefended, paired by seed), and the cleaning counts.
     """
     rates = _by_seed(observations, "rate")
     loss = _by_seed([{**o, "evaluation": ""} for o in losses], "loss")
@@ -118,6 +118,9 @@ def defence_table(
                 share = d.mean() / u.mean() if u.mean() > 0 else float("nan")
                 row["remaining"] = {"mean": float(share), "ci95": list(_share_interval(d, u))}
             d_loss = loss.get((teacher, objective, student_base, ""), {}).get(defence, {})
+            if len(d_loss) >= 2:
+                ci = mean_ci([np.mean(list(c.values())) for c in d_loss.values()])
+                row["loss"] = {"mean": ci.mean, "ci95": [ci.lo, ci.hi]}
             paired = [
                 np.mean(list(d_loss[s].values())) - np.mean(list(none_loss[s].values()))
                 for s in sorted(set(d_loss) & set(none_loss))
@@ -141,6 +144,19 @@ def _fmt(stat: Mapping[str, Any] | None, scale: float = 1.0, digits: int = 1) ->
     return f"{mean:+.{digits}f} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
 
 
+def _share(row: Mapping[str, Any]) -> str:
+    if row["defence"] == "none":
+        return "100% (reference)"
+    stat = row.get("remaining")
+    if not stat:
+        return "—"
+    return _fmt(stat, 100, 0).replace("+", "").replace(" [", "% [")
+
+
+def _plain(stat: Mapping[str, Any] | None) -> str:
+    return f"{stat['mean']:.3f}" if stat else "—"
+
+
 def _cleaned(row: Mapping[str, Any]) -> str:
     c = row.get("cleaning")
     if not c:
@@ -160,17 +176,18 @@ def defence_lines(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Transfer left = the defended students' effect (treatment − control, pp) over the "
         "undefended students' effect, same seeds and data; 95% bootstrap interval over seeds. "
-        "Loss Δ = held-out loss per token on control replies, defended − undefended "
-        "(capability cost; positive is worse).",
+        "Held-out loss = the students' loss per token on control replies to prompts no "
+        "student trained on; Δ = defended − undefended, paired by seed (capability cost: "
+        "positive is worse; a student that barely trained stays near its base's loss).",
         "",
-        "| teacher | objective | student | defence | effect (pp) | transfer left | loss Δ | "
-        "removed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| teacher | objective | student | defence | effect (pp) | transfer left | "
+        "held-out loss | loss Δ | removed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['teacher']} | {r['objective']} | {r['student_base']} | {r['defence']} | "
-            f"{_fmt(r.get('effect'))} | {_fmt(r.get('remaining'), 100, 0).replace('+', '')}% | "
+            f"{_fmt(r.get('effect'))} | {_share(r)} | {_plain(r.get('loss'))} | "
             f"{_fmt(r.get('loss_delta'), 1, 3)} | {_cleaned(r)} |"
         )
     return lines
@@ -179,14 +196,15 @@ def defence_lines(rows: list[dict[str, Any]]) -> list[str]:
 def print_defences(rows: list[dict[str, Any]], console: Console) -> None:
     """The defence table on the console."""
     table = Table(title="Defences: transfer left and capability cost")
-    for col in ("student", "defence", "effect (pp)", "transfer left %", "loss Δ", "removed"):
+    for col in ("student", "defence", "effect (pp)", "transfer left", "loss", "loss Δ", "removed"):
         table.add_column(col)
     for r in rows:
         table.add_row(
             f"{r['objective']} {r['student_base']}",
             r["defence"],
             _fmt(r.get("effect")),
-            _fmt(r.get("remaining"), 100, 0).replace("+", ""),
+            _share(r),
+            _plain(r.get("loss")),
             _fmt(r.get("loss_delta"), 1, 3),
             _cleaned(r),
         )
