@@ -250,6 +250,7 @@ def defence_figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.axvline(100, color="#555", ls="--", lw=1)
         ax.axvline(0, color="#555", lw=1)
         ax.set_yticks(y, names)
+        ax.invert_yaxis()  # the config's order, top to bottom
         ax.set_xlabel("transfer left (% of undefended effect)")
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
