@@ -8,11 +8,16 @@ models in parallel, on synthetic data of MNIST's shape, and reports:
   twice that, except the first layer, whose input is data and gets no gradient (the
   usual "x3" would overcount that layer by half and flatter the result);
 - the roofline: the same matmuls (forward, weight-gradient and input-gradient shapes)
-  timed alone with ``torch.baddbmm`` / ``torch.bmm`` at the same thread count, so the
-  ratio is the share of the step spent at matmul speed;
+  timed alone with ``torch.baddbmm`` / ``torch.bmm`` at the same thread count, writing
+  into preallocated outputs, so the ratio is the share of the step spent at matmul
+  speed. A fresh ~100 MB output per matmul costs page faults worth 10-35% of the
+  matmul; the roofline with fresh outputs (the definition before the distillation
+  step reused its buffers) is printed alongside;
+- where the distillation step's time goes: the ``distill/...`` regions of a
+  torch.profiler trace of a few steps, with the matmul time inside them;
 - peak resident memory (``ru_maxrss``), including Python and torch themselves.
 
-Targets: >= 50% of the roofline and < 3 GB peak at N = 100.
+Targets: >= 80% of the roofline for the distillation step and < 3 GB peak at N = 100.
 
 Usage: ``python benchmarks/mlp_throughput.py [--threads 2] [--steps 5] [--models 100]``
 """
@@ -20,6 +25,7 @@ Usage: ``python benchmarks/mlp_throughput.py [--threads 2] [--steps 5] [--models
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import resource
@@ -30,10 +36,12 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.profiler import ProfilerActivity, profile
 
 from sublearn.experiments.mnist.experiment import derangement
 from sublearn.experiments.mnist.model import BatchedMLP, forward_flops, init_mlp, train_flops
 from sublearn.experiments.mnist.train import (
+    Distiller,
     LogitSet,
     NoiseSampler,
     Student,
@@ -62,11 +70,14 @@ def time_call(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def matmul_seconds(sizes: Sequence[int], batch: int, n: int, backward: bool, repeats: int) -> float:
+def matmul_seconds(
+    sizes: Sequence[int], batch: int, n: int, backward: bool, repeats: int, fresh: bool = False
+) -> float:
     """Time of the matmuls one forward (and backward) pass performs, each timed alone.
 
     Shapes and transposes are the ones autograd's ``BaddbmmBackward`` uses, so the
     sum is what the step would take if it did nothing but matmuls at full speed.
+    Outputs go to preallocated tensors unless ``fresh``, which allocates each anew.
     """
     total = 0.0
     for layer, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -74,13 +85,38 @@ def matmul_seconds(sizes: Sequence[int], batch: int, n: int, backward: bool, rep
         w = torch.randn(n, a, b)  # (N, in, out)
         bias = torch.randn(n, 1, b)  # (N, 1, out)
         g = torch.randn(n, batch, b)  # (N, B, out) gradient of the output
-        total += time_call(lambda x=x, w=w, bias=bias: torch.baddbmm(bias, x, w), repeats)
+        h, gw, gx = (None, None, None) if fresh else (g.clone(), w.clone(), x.clone())
+        total += time_call(lambda x=x, w=w, b=bias, h=h: torch.baddbmm(b, x, w, out=h), repeats)
         if backward:
             # Weight gradient: (N, in, B) @ (N, B, out).
-            total += time_call(lambda x=x, g=g: torch.bmm(x.transpose(1, 2), g), repeats)
+            total += time_call(
+                lambda x=x, g=g, o=gw: torch.bmm(x.transpose(1, 2), g, out=o), repeats
+            )
             if layer > 0:  # input gradient: (N, B, out) @ (N, out, in)
-                total += time_call(lambda g=g, w=w: torch.bmm(g, w.transpose(1, 2)), repeats)
+                total += time_call(
+                    lambda g=g, w=w, o=gx: torch.bmm(g, w.transpose(1, 2), out=o), repeats
+                )
     return total
+
+
+def distill_breakdown(step: Callable[[], object], steps: int) -> tuple[dict[str, float], float]:
+    """Seconds per step in each ``distill/...`` region, and in matmuls, from a profile.
+
+    Returns:
+        ``({region: seconds}, matmul seconds)``, both per step.
+    """
+    step()  # warm-up outside the trace
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    parts: dict[str, float] = {}
+    matmul = 0.0
+    for event in prof.key_averages():
+        if event.key.startswith("distill/"):
+            parts[event.key.removeprefix("distill/")] = event.cpu_time_total / 1e6 / steps
+        elif event.key in ("aten::bmm", "aten::baddbmm"):
+            matmul += event.self_cpu_time_total / 1e6 / steps
+    return parts, matmul
 
 
 def step_times(run: Callable[[Callable[[], None]], object]) -> list[float]:
@@ -149,18 +185,27 @@ def main() -> None:
     )[1:]
     noise_s = time_call(sampler.sample, args.repeats)
     rss_distill = peak_rss_gb()
+    # The profile's own Distiller brings fresh Adam states: free the last one's first
+    # (torch optimizers sit in reference cycles), and read the peak memory before.
+    gc.collect()
+    distiller = Distiller(teacher, students, lr=3e-4, loss="kl")
+    parts, matmul_in_step = distill_breakdown(lambda: distiller.step(sampler.sample()), 2)
 
     teacher_flops = train_flops(sizes, batch, n)
     distill_flops = forward_flops(sizes, batch, n) + len(students) * train_flops(sizes, batch, n)
     fwd_s = matmul_seconds(sizes, batch, n, backward=False, repeats=args.repeats)
     train_s = matmul_seconds(sizes, batch, n, backward=True, repeats=args.repeats)
     roof = {"teacher": train_s, "distill": fwd_s + len(students) * train_s}
+    fresh_fwd_s = matmul_seconds(sizes, batch, n, backward=False, repeats=args.repeats, fresh=True)
+    fresh_train_s = matmul_seconds(sizes, batch, n, backward=True, repeats=args.repeats, fresh=True)
+    fresh_roof = {"teacher": fresh_train_s, "distill": fresh_fwd_s + len(students) * fresh_train_s}
     x = torch.randn(n, batch, sizes[0])
     w = torch.randn(n, sizes[0], sizes[1])
     peak_bmm = 2 * n * batch * sizes[0] * sizes[1] / time_call(lambda: torch.bmm(x, w), 5)
 
     table = Table(title=f"Training step throughput, N={n}, {threads} threads (fp32)")
-    for col in ("step", "s/step", "GFLOP/step", "GFLOP/s", "roofline GFLOP/s", "of roofline"):
+    columns = ("step", "s/step", "GFLOP/step", "GFLOP/s", "roofline GFLOP/s", "of roofline")
+    for col in (*columns, "of fresh-output roofline"):
         table.add_column(col, justify="right")
     rows = [
         ("teacher", teacher_times, teacher_flops, roof["teacher"]),
@@ -175,8 +220,21 @@ def main() -> None:
             f"{flops / seconds / 1e9:.1f}",
             f"{flops / roof_s / 1e9:.1f}",
             f"{roof_s / seconds:.0%}",
+            f"{fresh_roof[name] / seconds:.0%}",
         )
     console.print(table)
+    profiled = sum(parts.values())
+    breakdown = Table(title="Distillation step, profiled (torch.profiler, 2 steps)")
+    for col in ("part", "ms/step", "of step"):
+        breakdown.add_column(col, justify="right")
+    for part, part_s in parts.items():
+        breakdown.add_row(part, f"{part_s * 1e3:.0f}", f"{part_s / profiled:.0%}")
+    breakdown.add_row("total", f"{profiled * 1e3:.0f}", "100%")
+    console.print(breakdown)
+    console.print(
+        f"matmuls (aten::bmm, baddbmm): {matmul_in_step * 1e3:.0f} ms of the profiled "
+        f"{profiled * 1e3:.0f} ms; the same matmuls alone: {roof['distill'] * 1e3:.0f} ms"
+    )
     console.print(
         "teacher: cross-entropy step on real-image batches; distill: teacher forward once, "
         f"then {len(students)} student groups forward + backward + fused Adam step each"
