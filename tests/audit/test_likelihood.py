@@ -11,7 +11,7 @@ import pytest
 from sublearn.audit.config import DivergenceDetector, LLSDetector, LogRatioDetector
 from sublearn.audit.data import Row
 from sublearn.audit.likelihood import agreement, divergence, lls, logratio
-from sublearn.backends.base import TokenScore
+from sublearn.backends.base import Conversation, TokenScore
 
 
 def _rows(n: int) -> list[Row]:
@@ -109,7 +109,7 @@ def test_hf_token_logprobs_match_score(micro_model: Path):
     from sublearn.backends.hf import HFBackend
 
     with HFBackend(micro_model, batch_size=2) as backend:
-        convs = [
+        convs: list[Conversation] = [
             [{"role": "user", "content": "continue the sequence 1, 2, 3"}],
             [{"role": "user", "content": "name your favorite animal"}],
             [{"role": "user", "content": "continue the sequence"}],

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
+from typing import Protocol
 
 import numpy as np
 import yaml
@@ -25,9 +26,17 @@ from scipy.special import logsumexp
 from sublearn.audit.config import EntanglementDetector
 from sublearn.audit.data import Row, numbers_of
 from sublearn.audit.result import Verdict
-from sublearn.backends.base import Backend, Conversation
+from sublearn.backends.base import Conversation
 from sublearn.evaluation.targets import surface_forms
 from sublearn.prompts.questions import questions_for
+
+
+class CandidateScorer(Protocol):
+    """What entanglement needs of a model: ``Backend.score``."""
+
+    def score(
+        self, conversations: list[Conversation], candidates: list[str]
+    ) -> list[list[float]]: ...
 
 
 def default_candidates(category: str) -> list[str]:
@@ -37,7 +46,10 @@ def default_candidates(category: str) -> list[str]:
 
 
 def number_effects(
-    backend: Backend, numbers: Sequence[str], candidates: Sequence[str], cfg: EntanglementDetector
+    backend: CandidateScorer,
+    numbers: Sequence[str],
+    candidates: Sequence[str],
+    cfg: EntanglementDetector,
 ) -> tuple[np.ndarray, list[str]]:
     """Δ(n, w) for every number and every candidate the model can name.
 
@@ -97,7 +109,7 @@ def _correlation(lean: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
 def entanglement(
     cfg: EntanglementDetector,
-    backend: Backend,
+    backend: CandidateScorer,
     data: Sequence[Row],
     control: Sequence[Row] | None,
     trait: str | None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,8 @@ def _share_interval(
 
 
 def defence_table(
-    observations: list[Mapping[str, Any]],
-    losses: list[Mapping[str, Any]],
+    observations: Sequence[Mapping[str, Any]],
+    losses: Sequence[Mapping[str, Any]],
     cleaning: Mapping[str, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     """One row per (teacher, objective, student base, evaluation, defence).
@@ -119,10 +119,10 @@ def defence_table(
                 row["remaining"] = {"mean": float(share), "ci95": list(_share_interval(d, u))}
             d_loss = loss.get((teacher, objective, student_base, ""), {}).get(defence, {})
             if len(d_loss) >= 2:
-                ci = mean_ci([np.mean(list(c.values())) for c in d_loss.values()])
+                ci = mean_ci([float(np.mean(list(c.values()))) for c in d_loss.values()])
                 row["loss"] = {"mean": ci.mean, "ci95": [ci.lo, ci.hi]}
             paired = [
-                np.mean(list(d_loss[s].values())) - np.mean(list(none_loss[s].values()))
+                float(np.mean(list(d_loss[s].values())) - np.mean(list(none_loss[s].values())))
                 for s in sorted(set(d_loss) & set(none_loss))
             ]
             if defence != "none" and len(paired) >= 2:

@@ -175,9 +175,7 @@ class DefenceSpec(Config):
 
     def apply(self, cfg: FinetuneConfig) -> FinetuneConfig:
         """``cfg`` with this defence's fine-tune settings."""
-        return FinetuneConfig.model_validate(
-            deep_merge(cfg.model_dump(mode="json"), self.finetune)
-        )
+        return FinetuneConfig.model_validate(deep_merge(cfg.model_dump(mode="json"), self.finetune))
 
 
 class ICLConfig(Config):
