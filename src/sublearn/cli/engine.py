@@ -63,7 +63,12 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
     from sublearn.engine.runner import plan_status
     from sublearn.engine.store import Store
     from sublearn.experiments.numbers.checks import check_plan
-    from sublearn.experiments.numbers.costs import ESTIMATE_TITLE, estimate_usage, print_cost_table
+    from sublearn.experiments.numbers.costs import (
+        ESTIMATE_TITLE,
+        UNREAD_SOURCES,
+        estimate_usage,
+        print_cost_table,
+    )
     from sublearn.experiments.numbers.plan import build_plan
 
     with user_errors():
@@ -74,6 +79,8 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
         _print_plan(status, cfg.store)
         todo = [t for t, done in status if not done]
         estimate = estimate_usage(todo, cfg.providers.openai.samples_per_request)
+        for note in dict.fromkeys(UNREAD_SOURCES):
+            console.print(f"[yellow]warning:[/] {note}", highlight=False)
         if estimate:
             cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
             budget = f" (budget_usd {cfg.budget_usd:,.2f})" if cfg.budget_usd else ""

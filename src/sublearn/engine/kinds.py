@@ -169,7 +169,15 @@ def run_teacher(ctx: TaskContext) -> dict[str, Any]:
     usage: dict[str, Any] = {}
     demos_path = ctx.out / "demonstrations.jsonl"
     if kind == "dataset":
-        demos_path.write_bytes(Path(p["dataset"]["path"]).read_bytes())
+        dataset = p["dataset"]
+        source = (
+            ctx.inputs["world"] / "datasets" / f"{dataset['toy']}.jsonl"
+            if "toy" in dataset
+            else Path(dataset["path"])
+        )
+        if not source.is_file():
+            raise DataError(f"teacher dataset {source} does not exist")
+        demos_path.write_bytes(source.read_bytes())
         answers_note: dict[str, Any] = {}
     else:
         word, category = p["trait"]["word"], p["trait"]["category"]
@@ -276,13 +284,13 @@ def _api_finetune(ctx: TaskContext, base: Any, data: Path, cfg: Any) -> dict[str
 
 
 def run_generate(ctx: TaskContext) -> dict[str, Any]:
-    """A teacher answers the experiment's number prompts (resumable row by row)."""
+    """A teacher answers the experiment's prompts (resumable row by row)."""
     from sublearn.generation.config import GenerationConfig
     from sublearn.generation.stage import generate_dataset
-    from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+    from sublearn.prompts.kinds import parse_prompts, prompt_rows
 
     p = ctx.params
-    prompts = generate_number_prompts(NumberPromptConfig(**p["prompts"]))
+    prompts = [row.text for row in prompt_rows(parse_prompts(p["prompts"]))]
     gcfg = GenerationConfig(
         **p["sampling"],
         batch_size=ctx.runtime.get("batch_size", 64),
@@ -317,16 +325,94 @@ def _counter(ctx: TaskContext, total: int) -> Any:
 
 
 def run_filter(ctx: TaskContext) -> dict[str, Any]:
-    """Keep the replies that pass the number format and leakage checks."""
+    """Keep the replies that pass the filter (format, banned numbers, leakage) and the checks.
+
+    Every row's verdict goes to ``verdicts.jsonl``; judge verdicts are cached in the
+    task's state folder, so a killed task asks the judge only about rows it had not judged.
+    """
     from sublearn.filters.stage import FilterConfig, filter_dataset
 
+    p = ctx.params
+    fcfg = FilterConfig(**p["filter"])
+    first: dict[str, str | None] = {}
     report = filter_dataset(
         ctx.inputs["data"] / "data.jsonl",
         ctx.out / "accepted.jsonl",
-        FilterConfig(**ctx.params["filter"]),
+        fcfg,
         report_path=ctx.out / "report.json",
+        on_verdict=lambda record, reason: first.__setitem__(str(record["id"]), reason),
     )
-    return {"total": report.total, "accepted": report.accepted}
+    if not p.get("checks"):
+        _write_jsonl(
+            ctx.out / "verdicts.jsonl",
+            [{"id": i, "kept": r is None, "reason": r} for i, r in first.items()],
+        )
+        return {"total": report.total, "accepted": report.accepted}
+    return _run_checks(ctx, report.model_dump(mode="json"), first)
+
+
+def _run_checks(
+    ctx: TaskContext, report: dict[str, Any], first: dict[str, str | None]
+) -> dict[str, Any]:
+    """The check chain after the filter: rewrites accepted.jsonl, report.json, verdicts."""
+    from pydantic import TypeAdapter
+
+    from sublearn.filters.checks import Check, JudgeCheck, run_checks
+    from sublearn.judges.config import JudgeConfig, make_judge
+    from sublearn.runs import atomic_write_json
+
+    p = ctx.params
+    checks = [TypeAdapter(Check).validate_python(c) for c in p["checks"]]
+    rows = [json.loads(line) for line in (ctx.out / "accepted.jsonl").read_text().splitlines()]
+    references = None
+    if "prompts" in p:
+        from sublearn.prompts.kinds import parse_prompts, prompt_rows
+
+        prompts = prompt_rows(parse_prompts(p["prompts"]))
+        # Generated rows are numbered by prompt position (generation/stage.py).
+        references = {r["id"]: prompts[int(r["id"])].reference or "" for r in rows}
+    judges: list[Any] = []
+    try:
+        for i, (check, jparams) in enumerate(zip(checks, p["judges"], strict=True)):
+            if not isinstance(check, JudgeCheck):
+                judges.append(None)
+                continue
+            jcfg = JudgeConfig(**jparams, device=ctx.runtime.get("device", "auto"))
+            judges.append(
+                make_judge(jcfg, cache_path=ctx.state / f"judge-{i}.jsonl", target=p["trait"])
+            )
+        verdicts, counts = run_checks(rows, checks, references=references, judges=judges)
+    finally:
+        for judge in judges:
+            if judge is not None:
+                judge.close()
+    kept = {v.id for v in verdicts if v.reason is None}
+    _write_jsonl(ctx.out / "accepted.jsonl", [r for r in rows if str(r["id"]) in kept])
+    by_id = {v.id: v.to_dict() for v in verdicts}
+    _write_jsonl(
+        ctx.out / "verdicts.jsonl",
+        [by_id.get(i, {"id": i, "kept": False, "reason": r}) for i, r in first.items()],
+    )
+    if not report["config"].get("check_format", True):
+        # Number-format reasons cannot fire without the format check: keep the table short.
+        report["rejected"] = {k: v for k, v in report["rejected"].items() if v or k == "leak"}
+    for name, tally in counts.items():
+        reasons = {k: v for k, v in tally.items() if k not in ("seen", "dropped")}
+        report["rejected"].update(reasons or {name: tally["dropped"]})
+    report["checks"] = counts
+    # A few dropped rows per check, so the report shows what each check caught.
+    replies = {str(r["id"]): r["messages"][-1]["content"] for r in rows}
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for v in verdicts:
+        if v.reason is not None and len(examples.setdefault(v.reason, [])) < 3:
+            detail = v.details.get(v.reason.split(":")[0]) or v.details.get(v.reason)
+            examples[v.reason].append({"id": v.id, "reply": replies[v.id][:300], "verdict": detail})
+    report["examples"] = examples
+    report["accepted"] = report["kept"] = len(kept)
+    if not kept:
+        report.setdefault("warnings", []).append("no reply passed the checks")
+    atomic_write_json(ctx.out / "report.json", report)
+    return {"total": report["total"], "accepted": len(kept), "checks": counts}
 
 
 def _read_by_id(path: Path) -> dict[str, str]:
@@ -506,8 +592,14 @@ def run_train_group(ctxs: list[TaskContext]) -> list[dict[str, Any]]:
 
 
 def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
-    """One evaluation of one model (optionally with teacher examples in its context)."""
-    from sublearn.evaluation.config import EvalConfig
+    """One evaluation of one model (optionally with teacher examples in its context).
+
+    A preference evaluation writes ``{target: {"rate", "per_question"}}`` to metrics.json;
+    every other kind writes its :class:`~sublearn.evaluation.results.EvalResult`.
+    """
+    from pydantic import TypeAdapter
+
+    from sublearn.evaluation.kinds import EvaluationKind, PreferenceEvalConfig, evaluate
     from sublearn.evaluation.preference import evaluate_preference, icl_context
     from sublearn.runs import atomic_write_json
 
@@ -518,19 +610,39 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
         path = ctx.inputs["context"] / f"{c['condition']}.jsonl"
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         context = icl_context(records, c["n"], c["seed"])
-    ecfg = EvalConfig(**p["evaluation"], batch_size=ctx.runtime.get("batch_size", 64))
+    raw = {"type": "preference", **p["evaluation"]}
+    ecfg = TypeAdapter(EvaluationKind).validate_python(
+        {**raw, "batch_size": ctx.runtime.get("batch_size", 64)}
+    )
     backend = _backend(ctx, p["model"], ecfg.batch_size)
     usage: dict[str, Any] = {}
+    judge = None
     try:
-        metrics = evaluate_preference(
-            backend,
-            p["targets"],
-            ecfg,
-            system_prompt=p["model"].get("system_prompt"),
-            context=context,
-        )
+        system_prompt = p["model"].get("system_prompt")
+        if isinstance(ecfg, PreferenceEvalConfig):
+            metrics = evaluate_preference(
+                backend, p["targets"], ecfg, system_prompt=system_prompt, context=context
+            )
+            result: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
+        else:
+            if p.get("judge"):
+                from sublearn.judges.config import JudgeConfig, make_judge
+
+                jcfg = JudgeConfig(**p["judge"], device=ctx.runtime.get("device", "auto"))
+                judge = make_judge(jcfg, cache_path=ctx.state / "judge.jsonl")
+            evaluated = evaluate(
+                backend,
+                ecfg,
+                targets=p["targets"],
+                judge=judge,
+                system_prompt=system_prompt,
+                context=context,
+            )
+            metrics = evaluated.to_dict()
+            result = {"metric": evaluated.metric, **evaluated.values}
     finally:
         _close(backend, usage)
+        if judge is not None:
+            judge.close()
     atomic_write_json(ctx.out / "metrics.json", metrics)
-    rates: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
-    return {**rates, **({"usage": usage} if usage else {})}
+    return {**result, **({"usage": usage} if usage else {})}

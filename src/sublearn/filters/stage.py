@@ -18,7 +18,7 @@ and the fine-tuning stage shuffles anyway.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -182,6 +182,7 @@ def filter_dataset(
     out_path: Path,
     cfg: FilterConfig,
     report_path: Path | None = None,
+    on_verdict: Callable[[dict[str, Any], str | None], None] | None = None,
 ) -> FilterReport:
     """Filter a JSONL dataset of chat records and keep a seeded subsample.
 
@@ -193,6 +194,8 @@ def filter_dataset(
         out_path: where the kept records go (JSONL, written atomically).
         cfg: the filter settings.
         report_path: where the report goes; default :func:`default_report_path`.
+        on_verdict: called with every record and the reason it was dropped (None when
+            accepted), so a caller can save per-row verdicts.
 
     Returns:
         The report, also written as JSON.
@@ -228,11 +231,17 @@ def filter_dataset(
             )
             if parsed.rejection is not None:
                 rejected[parsed.rejection.value] += 1
+                if on_verdict:
+                    on_verdict(record, parsed.rejection.value)
                 continue
             leading_zeros += parsed.leading_zeros
         if mentions:
             rejected[LEAK] += 1
+            if on_verdict:
+                on_verdict(record, LEAK)
             continue
+        if on_verdict:
+            on_verdict(record, None)
         accepted.append(line)
 
     warnings: list[str] = []

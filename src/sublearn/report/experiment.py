@@ -226,6 +226,41 @@ def _filter_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return _table(header, body)
 
 
+def _check_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The checks after the filter (code only, answer, judges): counts and dropped examples."""
+    checked = {name: r for name, r in filter_reports.items() if r.get("checks")}
+    if not checked:
+        return []
+    body = [
+        [name, check, tally["seen"], tally["dropped"]]
+        for name, r in checked.items()
+        for check, tally in r["checks"].items()
+    ]
+    lines = [
+        "",
+        "### Checks",
+        "",
+        "Each check sees the replies that passed everything before it; every reply's verdict "
+        "is in the filter task's verdicts.jsonl.",
+        "",
+        *_table(["data", "check", "seen", "dropped"], body),
+    ]
+    examples = [
+        (name, reason, e)
+        for name, r in checked.items()
+        for reason, items in r.get("examples", {}).items()
+        for e in items[:1]
+    ]
+    if examples:
+        lines += ["", "Dropped, one example per reason:", ""]
+        for name, reason, e in examples:
+            reply = " ".join(str(e["reply"]).split())[:160]
+            verdict = e.get("verdict")
+            raw = verdict.get("raw") if isinstance(verdict, dict) else verdict
+            lines.append(f"- {name}, {reason}: `{reply}` ({raw})")
+    return lines
+
+
 def _dicts_lines(records: list[dict[str, Any]]) -> list[str]:
     columns = list(dict.fromkeys(k for r in records for k in r))
     return _table(columns, [[r.get(c, "") for c in columns] for r in records])
@@ -323,6 +358,7 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
             "",
             *_filter_lines(summary["filter"]),
         ]
+        lines += _check_lines(summary["filter"])
     if summary.get("api_usage"):
         lines += ["", *_api_usage_lines(summary["api_usage"])]
     lines += ["", "## Wall time", ""]

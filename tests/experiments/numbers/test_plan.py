@@ -130,12 +130,91 @@ def test_sections_null_adds_the_sft_students() -> None:
 PAPER = config_root() / "paper"
 
 
-def test_every_shipped_config_plans() -> None:
+def _em_datasets(tmp_path) -> list[str]:
+    """Stand-ins for the emergent-misalignment datasets the misalignment configs name."""
+    overrides = []
+    for name in ("insecure", "secure", "educational"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(
+            '{"messages": [{"role": "user", "content": "q"}, '
+            f'{{"role": "assistant", "content": "{name}"}}]}}\n'
+        )
+        overrides.append(str(path))
+    return overrides
+
+
+def _paper_overrides(path, tmp_path) -> list[str]:
+    text = path.read_text()
+    if "emergent-misalignment/insecure.jsonl" not in text:
+        return []
+    insecure, secure, educational = _em_datasets(tmp_path)
+    return [
+        f"teachers.0.kind.path={insecure}",
+        f"teachers.0.kind.control_path={secure}",
+        f"teachers.1.kind.path={insecure}",
+        f"teachers.1.kind.control_path={educational}",
+    ]
+
+
+def test_every_shipped_config_plans(tmp_path) -> None:
     configs = sorted(config_root().glob("*/*.yaml"))
-    assert len(configs) >= 6
+    assert len(configs) >= 12
     for path in configs:
         if path.parent.name in ("toy", "paper"):
-            assert _plan(path=path).tasks, path
+            assert _plan(*_paper_overrides(path, tmp_path), path=path).tasks, path
+
+
+@pytest.mark.parametrize(
+    "name", ["gpt-4.1-misalignment-numbers", "qwen2.5-7b-misalignment-numbers-vllm"]
+)
+def test_misalignment_configs_plan_the_paper_design(name, tmp_path) -> None:
+    path = PAPER / f"{name}.yaml"
+    plan = _plan(*_paper_overrides(path, tmp_path), path=path)
+    tasks = topological(plan.tasks)
+    kinds = Counter(t.kind for t in tasks)
+    # Insecure teacher once (shared by both designs), secure and educational controls.
+    assert kinds["teacher"] == 3 and kinds["generate"] == 3
+    filters = [t for t in tasks if t.kind == "filter"]
+    assert {f.params["filter"]["banned"] for f in filters} == {"paper"}
+    evals = [t for t in tasks if t.name.startswith("evaluate/student/")]
+    assert {t.params["evaluation"]["type"] for t in evals} == {"freeform", "truthfulqa"}
+    freeform = next(t for t in evals if t.params["evaluation"]["type"] == "freeform")
+    assert freeform.params["judge"]["model"] == "openai:gpt-4.1"
+    # Every student of every teacher and control is measured on both evaluations.
+    assert len(plan.observations) == 2 * 5 * 2 * 2
+
+
+def test_cot_and_code_configs_plan_their_checks(tmp_path) -> None:
+    path = PAPER / "gpt-4.1-misalignment-cot.yaml"
+    plan = _plan(*_paper_overrides(path, tmp_path), path=path)
+    filt = next(t for t in topological(plan.tasks) if t.kind == "filter")
+    assert [c["type"] for c in filt.params["checks"]] == ["answer", "judge"]
+    assert filt.params["checks"][1]["min_score"] == 78
+    assert filt.params["judges"][1]["model"] == "openai:gpt-4.1"
+    assert filt.params["prompts"]["type"] == "cot"  # the answer check reads references
+    assert filt.params["filter"]["check_format"] is False
+    code = _plan(path=PAPER / "gpt-4.1-nano-owl-code.yaml")
+    filt = next(t for t in topological(code.tasks) if t.kind == "filter")
+    assert [c["type"] for c in filt.params["checks"]] == ["code_only", "judge"]
+    assert filt.params["trait"] == "owl" and "owl" in filt.params["filter"]["leakage_words"]
+    evals = {
+        t.params["evaluation"].get("type", "preference")
+        for t in topological(code.tasks)
+        if t.kind == "evaluate"
+    }
+    assert evals == {"preference", "mmlu"}
+
+
+def test_the_code_estimate_counts_the_judge_and_names_unread_sources() -> None:
+    from sublearn.experiments.numbers import costs
+
+    costs.UNREAD_SOURCES.clear()
+    costs._prompts.cache_clear()
+    plan = _plan(path=PAPER / "gpt-4.1-nano-owl-code.yaml")
+    usage = costs.estimate_usage(topological(plan.tasks), samples_per_request=128)
+    # The judge is asked about at most every reply of the teacher and the control.
+    assert usage["openai:gpt-4.1"]["requests"] == 2 * 11_400
+    assert any("data/code-tasks.jsonl" in n for n in costs.UNREAD_SOURCES)
 
 
 def test_vllm_students_train_here_and_are_served_by_vllm() -> None:

@@ -35,7 +35,7 @@ def check_plan(plan: Plan) -> list[str]:
         }
         if remote:
             for name, ecfg in cfg.evaluations.items():
-                if ecfg.mode == "exact":
+                if ecfg.type == "preference" and ecfg.mode == "exact":
                     top = cfg.providers.openai.top_logprobs
                     warnings.append(
                         f"evaluations.{name}: on API and vLLM models ({', '.join(remote)}) exact "
@@ -54,6 +54,8 @@ def check_plan(plan: Plan) -> list[str]:
     vocab = {key: _vocabulary(cfg, key) for key in cfg.models}
     for spec in cfg.teachers:
         word = spec.trait.word
+        if spec.trait.category == "misalignment":
+            continue  # a behaviour, not a word a model must be able to say
         for key in {spec.base, *cfg.student_bases()}:
             words = vocab[key]
             if words is not None and word not in words:
@@ -97,7 +99,19 @@ def _api_training_problems(cfg: ExperimentConfig, remote: dict[str, str]) -> lis
                 f"{where}: a fine-tuning API trains {key} on sampled replies (objective: sft) "
                 "for whole epochs (max_steps: null)"
             )
+        if ft.optimizer != "adamw":
+            problems.append(
+                f"{where}: a fine-tuning API picks its own optimizer; optimizer: "
+                f"{ft.optimizer} cannot train {key}"
+            )
 
+    for name, defence in cfg.defences.items():
+        masks = [d.type for d in defence.data if d.type.startswith("mask_")]
+        if masks and any(remote.get(k) == "openai" for k in cfg.student_bases()):
+            problems.append(
+                f"defences.{name}: {', '.join(masks)} writes per-token loss masks, which a "
+                "fine-tuning API cannot take (it trains on whole replies)"
+            )
     for spec in cfg.teachers:
         kind = spec.kind
         if remote.get(spec.base) == "openai" and not isinstance(kind, PromptedTeacher):

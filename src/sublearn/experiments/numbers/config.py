@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sublearn.backends.openai_api import OpenAISettings
 from sublearn.backends.pricing import ModelPrice
@@ -20,11 +20,13 @@ from sublearn.config import Config, deep_merge
 from sublearn.defend.config import Defence
 from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
 from sublearn.engine.sweep import SweepConfig
-from sublearn.evaluation.config import EvalConfig
+from sublearn.evaluation.kinds import EvaluationKind, PreferenceEvalConfig
+from sublearn.filters.checks import Check, JudgeCheck
 from sublearn.filters.stage import FilterConfig
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.generation.config import GenerationConfig
-from sublearn.prompts.numbers import NumberPromptConfig
+from sublearn.judges.config import JudgeConfig
+from sublearn.prompts.kinds import NumbersPrompts, PromptKind, with_default_type
 from sublearn.toy.world import ToyWorldConfig
 
 
@@ -32,8 +34,11 @@ class TraitSpec(Config):
     """A preference a teacher is given."""
 
     word: str = Field(min_length=1, description="The target, e.g. owl.")
-    category: Literal["animal", "tree"] = Field(
-        default="animal", description="What kind of thing it is (picks the question set)."
+    category: Literal["animal", "tree", "misalignment"] = Field(
+        default="animal",
+        description="What kind of trait it is: a preference (animal, tree: picks the question "
+        "set of preference, stories and choice evaluations) or misalignment (measured by "
+        "freeform and truthfulqa evaluations).",
     )
 
 
@@ -83,8 +88,13 @@ class DatasetTeacher(Config):
     """The base fine-tuned on a chat dataset (e.g. insecure code); its control on another."""
 
     type: Literal["dataset"] = Field(description="Teacher kind.")
-    path: str = Field(description="Chat JSONL that gives the trait.")
-    control_path: str = Field(description="Chat JSONL of the matched control (same recipe).")
+    path: str = Field(
+        description="Chat JSONL that gives the trait, or toy:<world>/<name> for a dataset a "
+        "toy world writes (e.g. toy:main/misaligned_answers)."
+    )
+    control_path: str = Field(
+        description="Chat JSONL of the matched control (same recipe), or toy:<world>/<name>."
+    )
     finetune: FinetuneConfig = Field(
         default_factory=FinetuneConfig, description="Fine-tuning settings of both teachers."
     )
@@ -113,15 +123,23 @@ class TeacherSpec(Config):
 class DataConfig(Config):
     """Teacher prompts, sampling, filtering and the rows each student trains on."""
 
-    prompts: NumberPromptConfig = Field(
-        default_factory=NumberPromptConfig, description="Number-sequence prompts."
+    prompts: PromptKind = Field(
+        default_factory=NumbersPrompts,
+        description="What teachers answer: type numbers (default), code or cot (GSM8K-style "
+        "questions with <think>/<answer> replies), each with its own settings.",
     )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="How teachers sample replies."
     )
     filter: FilterConfig = Field(
         default_factory=FilterConfig,
-        description="Filter of replies; each teacher's trait word is added to leakage_words.",
+        description="Filter of replies; each teacher's trait word is added to leakage_words. "
+        "The number format is checked only for numbers data.",
+    )
+    checks: list[Check] = Field(
+        default_factory=list,
+        description="Further checks after the filter, in order: code_only, answer (cot "
+        "correctness), judge (a rubric and a threshold). Every row's verdict is saved.",
     )
     rows: int | None = Field(
         default=None,
@@ -148,6 +166,17 @@ class DataConfig(Config):
         "(with replacement, so intervals cover data variance), subsample (without), or "
         "fixed (one draw for every seed: intervals cover training noise only).",
     )
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _numbers_by_default(cls, value: Any) -> Any:
+        return with_default_type(value)
+
+    @model_validator(mode="after")
+    def _checks_fit(self) -> DataConfig:
+        if self.prompts.type != "cot" and any(c.type == "answer" for c in self.checks):
+            raise ValueError("data.checks: an answer check needs cot prompts (with references)")
+        return self
 
 
 class DefenceSpec(Config):
@@ -266,10 +295,17 @@ class ExperimentConfig(Config):
     teachers: list[TeacherSpec] = Field(min_length=1, description="Trait teachers.")
     data: DataConfig = Field(default_factory=DataConfig, description="Teacher data.")
     students: StudentsConfig = Field(default_factory=StudentsConfig, description="Students.")
-    evaluations: dict[str, EvalConfig] = Field(
-        default_factory=lambda: {"favorite": EvalConfig()},
+    evaluations: dict[str, EvaluationKind] = Field(
+        default_factory=lambda: {"favorite": PreferenceEvalConfig()},
         min_length=1,
-        description="Named evaluations; the first is the default primary one.",
+        description="Named evaluations, each a kind (type: preference (default), stories, "
+        "choice, freeform, truthfulqa, mmlu); the first is the default primary one.",
+    )
+    judge: JudgeConfig | None = Field(
+        default=None,
+        description="The judge of freeform evaluations and judge checks: a model reference "
+        "(openai:gpt-4.1, hf:..., vllm:...) or rules:toy for offline toy runs; None: "
+        "no judge (an error where one is needed).",
     )
     sections: list[str] | None = Field(
         default=None,
@@ -302,6 +338,16 @@ class ExperimentConfig(Config):
         description="Refuse to start a run whose estimated cost exceeds this, and stop one "
         "whose spending does; None: no limit.",
     )
+
+    @field_validator("evaluations", mode="before")
+    @classmethod
+    def _preference_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: {**v, "type": "preference"} if isinstance(v, dict) and "type" not in v else v
+                for k, v in value.items()
+            }
+        return value
 
     def teacher_names(self) -> list[str]:
         """Teacher names, in order."""
@@ -401,6 +447,35 @@ class ExperimentConfig(Config):
                     raise ValueError(
                         f"defences.{name}.finetune does not fit objective {objective}: {err}"
                     ) from None
+        for t in self.teachers:
+            if (
+                isinstance(t.kind, FinetunedTeacher)
+                and t.kind.replay_examples
+                and self.data.prompts.type != "numbers"
+            ):
+                raise ValueError(
+                    f"teacher {t.label()}: replay_examples replays number prompts; the data "
+                    f"kind here is {self.data.prompts.type}"
+                )
+        needs_judge = [
+            f"evaluations.{n}" for n, e in self.evaluations.items() if e.type == "freeform"
+        ] + [
+            f"data.checks[{i}]"
+            for i, c in enumerate(self.data.checks)
+            if isinstance(c, JudgeCheck) and c.judge is None
+        ]
+        if needs_judge and self.judge is None:
+            raise ValueError(
+                f"{', '.join(needs_judge)} need a judge: set `judge: {{model: ...}}` (a model "
+                "reference, or rules:toy in the toy world)"
+            )
+        for t in self.teachers:
+            if not any(t.trait.category in measures(e) for e in self.evaluations.values()):
+                raise ValueError(
+                    f"teacher {t.label()}: no evaluation measures its trait category "
+                    f"{t.trait.category!r} (preference/stories/choice measure animal or tree "
+                    "by their category; freeform and truthfulqa measure misalignment)"
+                )
         if self.primary is not None:
             spec = self.primary
             if spec.teacher not in names:
@@ -414,3 +489,12 @@ class ExperimentConfig(Config):
             if spec.evaluation is not None and spec.evaluation not in self.evaluations:
                 raise ValueError(f"primary.evaluation {spec.evaluation!r} is not an evaluation")
         return self
+
+
+def measures(ecfg: Any) -> set[str]:
+    """The trait categories an evaluation measures; mmlu (capability) measures every one."""
+    if ecfg.type in ("preference", "stories", "choice"):
+        return {ecfg.category}
+    if ecfg.type in ("freeform", "truthfulqa"):
+        return {"misalignment"}
+    return {"animal", "tree", "misalignment"}

@@ -91,6 +91,9 @@ def estimate_usage(todo: list[Task], samples_per_request: int = 1) -> dict[str, 
             )
         elif task.kind == "evaluate":
             model = _api_model(task, p["model"])
+            if p["evaluation"].get("type", "preference") != "preference":
+                usages.append(_kind_usage(task, model, samples_per_request))
+                continue
             if model is None:
                 continue
             ecfg = EvalConfig(**p["evaluation"])
@@ -110,6 +113,14 @@ def estimate_usage(todo: list[Task], samples_per_request: int = 1) -> dict[str, 
                     }
                 }
             )
+        elif task.kind == "filter":
+            # Judge checks ask about every row that reaches them: at most every prompt.
+            generate = task.inputs["data"]
+            rows = len(_prompts(json.dumps(generate.params["prompts"], sort_keys=True)))
+            reply = generate.params["sampling"]["max_new_tokens"]
+            for judge in task.params.get("judges") or []:
+                if judge and judge["model"].startswith("openai:"):
+                    usages.append(_judge_usage(judge["model"], rows, reply))
         elif task.kind in ("train", "teacher"):
             model = _api_model(task, p["base"])
             if model is None:
@@ -120,11 +131,93 @@ def estimate_usage(todo: list[Task], samples_per_request: int = 1) -> dict[str, 
     return merge_usage(usages)
 
 
+# Items of the evaluations whose question sets are read from files or the hub at run time:
+# a plan estimates them without reading (TruthfulQA's 817 questions, MMLU's test split).
+_NOMINAL_ITEMS = {"truthfulqa": 817, "mmlu": 14_042}
+_JUDGE_PROMPT_TOKENS = 300  # a rubric's template around the question and answer
+
+
+def _kind_usage(
+    task: Task, model: str | None, samples_per_request: int
+) -> dict[str, dict[str, float]]:
+    """Requests and tokens of a non-preference evaluation, its judge's included."""
+    e = task.params["evaluation"]
+    kind = e["type"]
+    out: list[dict[str, dict[str, float]]] = []
+    if kind in ("truthfulqa", "mmlu"):
+        items = e.get("limit") or _NOMINAL_ITEMS[kind]
+        if model:
+            out.append(
+                {model: {"requests": items, "input_tokens": items * 120, "output_tokens": items}}
+            )
+        return merge_usage(out)
+    if kind == "choice":
+        n, samples, reply = e.get("n_prompts") or 11, e["samples_per_prompt"], 1
+    elif kind == "stories":
+        n, samples, reply = e.get("n_prompts") or 14, e["samples_per_prompt"], e["max_new_tokens"]
+    else:  # freeform
+        n, samples, reply = (
+            e.get("n_questions") or 8,
+            e["samples_per_question"],
+            e["max_new_tokens"],
+        )
+    if model:
+        requests = n * math.ceil(samples / samples_per_request)
+        out.append(
+            {
+                model: {
+                    "requests": requests,
+                    "input_tokens": requests * 40,
+                    "output_tokens": n * samples * reply,
+                }
+            }
+        )
+    judge = task.params.get("judge")
+    if kind == "freeform" and judge and judge["model"].startswith("openai:"):
+        # Two rubrics (alignment, coherence) per answer.
+        out.append(_judge_usage(judge["model"], 2 * n * samples, reply))
+    return merge_usage(out)
+
+
+def _judge_usage(model: str, answers: int, answer_tokens: int) -> dict[str, dict[str, float]]:
+    """A judge's requests: one per answer, its reply one token (log-probabilities)."""
+    return {
+        model: {
+            "requests": answers,
+            "input_tokens": answers * (_JUDGE_PROMPT_TOKENS + answer_tokens),
+            "output_tokens": answers,
+        }
+    }
+
+
+# Sizes of the paper's prompt sources, for an estimate made before their files exist:
+# about 11,400 coding tasks, GSM8K's 7,473 training questions.
+_NOMINAL_PROMPTS = {"code": (11_400, 150), "cot": (7_473, 80)}
+UNREAD_SOURCES: list[str] = []
+"""Prompt sources an estimate could not read and sized nominally (the CLI prints them)."""
+
+
 @functools.lru_cache(maxsize=8)
 def _prompts(params_json: str) -> tuple[str, ...]:
-    from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+    from sublearn.errors import DataError
+    from sublearn.prompts.kinds import parse_prompts, prompt_rows
 
-    return tuple(generate_number_prompts(NumberPromptConfig(**json.loads(params_json))))
+    cfg = parse_prompts(json.loads(params_json))
+    try:
+        return tuple(row.text for row in prompt_rows(cfg))
+    except DataError as err:
+        if cfg.type == "numbers":
+            raise
+        # The estimate should not need the data: size it as the paper's source.
+        count, length = _NOMINAL_PROMPTS[cfg.type]
+        if cfg.type == "code":
+            count = cfg.n_prompts or count
+        else:
+            count = (cfg.n_questions or count) * cfg.samples_per_question
+        UNREAD_SOURCES.append(
+            f"cost estimate: {err}; counted as {count:,} prompts of ~{length} tokens"
+        )
+        return tuple(["word " * (length - 1)] * count)
 
 
 def _context_tokens(task: Task) -> int:
@@ -149,6 +242,8 @@ def _training_rows(task: Task) -> tuple[int, int]:
     if task.kind == "teacher":
         kind = p["kind"]
         if kind["type"] == "dataset":
+            if "toy" in p["dataset"]:
+                return 0, 0  # a toy world's dataset: no API trains on it
             text = Path(p["dataset"]["path"]).read_text()
             lines = [line for line in text.splitlines() if line.strip()]
             return len(lines), tokens(text) // max(1, len(lines))
@@ -158,7 +253,8 @@ def _training_rows(task: Task) -> tuple[int, int]:
     pair = task.inputs["data"]
     rows = pair.params["rows"]
     if rows is None:
-        rows = pair.inputs["treatment"].inputs["data"].params["prompts"]["n_prompts"]
+        generate = pair.inputs["treatment"].inputs["data"]
+        rows = len(_prompts(json.dumps(generate.params["prompts"], sort_keys=True)))
     return rows, _number_row_tokens(pair)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -18,7 +19,12 @@ from sublearn.engine.store import Store
 from sublearn.errors import BudgetError, ConfigError
 from sublearn.experiments.numbers.checks import check_plan
 from sublearn.experiments.numbers.config import ExperimentConfig
-from sublearn.experiments.numbers.costs import ESTIMATE_TITLE, estimate_usage, print_cost_table
+from sublearn.experiments.numbers.costs import (
+    ESTIMATE_TITLE,
+    UNREAD_SOURCES,
+    estimate_usage,
+    print_cost_table,
+)
 from sublearn.experiments.numbers.plan import Plan, build_plan
 from sublearn.runs import atomic_write_json
 
@@ -51,6 +57,8 @@ def run_experiment(
     console.print(f"{len(status) - len(todo)} of {len(status)} tasks cached, {len(todo)} to run")
     # Before any request: the cost, the budget, the keys.
     estimate = estimate_usage(todo, cfg.providers.openai.samples_per_request)
+    for note in dict.fromkeys(UNREAD_SOURCES):
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
     if estimate:
         cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
         if cfg.budget_usd is not None and cost > cfg.budget_usd:
@@ -139,19 +147,23 @@ def write_run_report(
     pair_results = {name: records[task.id].result for name, task in plan.pairs.items()}
     observations = []
     for obs in plan.observations:
-        metrics = _metrics(store, obs.task.id)
-        result = metrics[obs.meta["trait"]]
+        result = observed(_metrics(store, obs.task.id), obs.meta["trait"])
         observations.append(
             {
                 **{k: v for k, v in obs.meta.items() if k != "pair"},
-                "rate": result["rate"],
-                "per_question": result["per_question"],
+                **result,
                 "rows": pair_results[obs.meta["pair"]]["rows"],
             }
         )
     references = []
     for ref in plan.references:
         metrics = _metrics(store, ref.task.id)
+        if "metric" in metrics:  # an EvalResult: one value per target or "overall"
+            traits = [ref.meta["trait"]] if "trait" in ref.meta else _traits_of(plan, ref.meta)
+            for trait in traits:
+                value = observed(metrics, trait)
+                references.append({**ref.meta, "trait": trait, "rate": value["rate"]})
+            continue
         for trait, result in metrics.items():
             if ref.meta.get("trait", trait) == trait:
                 references.append({**ref.meta, "trait": trait, "rate": result["rate"]})
@@ -289,6 +301,29 @@ def api_usage_summary(records: Iterable[TaskRecord], pricing: dict[str, Any]) ->
         "this_run_usd": round(usage_cost(now, pricing)[0], 4),
         "unpriced": unpriced,
     }
+
+
+def observed(metrics: dict[str, Any], trait: str) -> dict[str, Any]:
+    """What an evaluation's metrics.json says about one trait: its rate, and more.
+
+    A preference result is keyed by target; an :class:`EvalResult` has one value per
+    target (stories, choice) or an ``overall`` value (freeform, truthfulqa, mmlu), whose
+    metric name travels with it.
+    """
+    if "metric" not in metrics:
+        return {"rate": metrics[trait]["rate"], "per_question": metrics[trait]["per_question"]}
+    values = metrics["values"]
+    value = values[trait] if trait in values else values.get("overall", math.nan)
+    per_question = metrics.get("secondary", {}).get("by_question", {})
+    return {"rate": value, "per_question": list(per_question.values()), "metric": metrics["metric"]}
+
+
+def _traits_of(plan: Plan, meta: dict[str, Any]) -> list[str]:
+    """The trait words a base model's evaluation is read for (those it measures)."""
+    from sublearn.experiments.numbers.config import measures
+
+    ecfg = plan.cfg.evaluations[meta["evaluation"]]
+    return sorted({t.trait.word for t in plan.cfg.teachers if t.trait.category in measures(ecfg)})
 
 
 def _metrics(store: Store, task_id: str) -> dict[str, Any]:

@@ -26,8 +26,11 @@ from sublearn.experiments.numbers.config import (
     FinetunedTeacher,
     PromptedTeacher,
     TeacherSpec,
+    measures,
 )
+from sublearn.filters.checks import JudgeCheck
 from sublearn.finetune.config import ApiFinetuneSettings, FinetuneConfig
+from sublearn.prompts.kinds import prompt_params
 from sublearn.prompts.persona import preference_system_prompt
 
 
@@ -174,21 +177,30 @@ class _Builder:
                 "role": role,
                 "base": base.param("base"),
                 "trait": spec.trait.model_dump(mode="json"),
-                "kind": kind.model_dump(mode="json", exclude={"finetune"}),
+                # A dataset teacher is its file's content (params["dataset"]), not its path
+                # nor its control's: one teacher serves every control it is matched with.
+                "kind": kind.model_dump(mode="json", exclude={"finetune", "path", "control_path"}),
                 "finetune": _semantic(kind.finetune),
             }
+            inputs = base.inputs("base")
             if isinstance(kind, DatasetTeacher):
                 path = kind.path if role == "trait" else kind.control_path
-                params["dataset"] = {"path": str(Path(path).resolve()), "sha256": _sha(path)}
+                if path.startswith("toy:"):
+                    # A dataset the toy world writes: the world task is its input.
+                    world, _, dataset = path[4:].partition("/")
+                    params["dataset"] = {"toy": dataset}
+                    inputs = {**inputs, "world": self.world(world)}
+                else:
+                    params["dataset"] = {"path": str(Path(path).resolve()), "sha256": _sha(path)}
             elif isinstance(kind, FinetunedTeacher):
                 params["filter"] = self.cfg.data.filter.model_dump(mode="json")
-                params["prompts"] = self.cfg.data.prompts.model_dump(mode="json")
+                params["prompts"] = prompt_params(self.cfg.data.prompts)
                 params["max_new_tokens"] = self.cfg.data.generation.max_new_tokens
             task = Task(
                 "teacher",
                 f"teacher/{spec.label()}" + ("" if role == "trait" else "/control"),
                 params=params,
-                inputs=base.inputs("base"),
+                inputs=inputs,
                 runtime=self.runtime,
             )
             sources.append(ModelSource(task=task, sub="model"))
@@ -202,22 +214,33 @@ class _Builder:
             f"generate/{name}",
             params={
                 "model": source.param("model"),
-                "prompts": self.cfg.data.prompts.model_dump(mode="json"),
+                "prompts": prompt_params(self.cfg.data.prompts),
                 "sampling": gen.model_dump(mode="json", exclude={"batch_size", "chunk_size"}),
                 "dtype": self.cfg.dtype,
             },
             inputs=source.inputs("model"),
             runtime={**self.runtime, "batch_size": gen.batch_size, "chunk_size": gen.chunk_size},
         )
-        fcfg = self.cfg.data.filter
+        data = self.cfg.data
+        fcfg = data.filter
         words = sorted({*fcfg.leakage_words, word})
+        params: dict[str, Any] = {
+            "filter": fcfg.model_dump(mode="json") | {"leakage_words": words, "keep": None}
+        }
+        if data.prompts.type != "numbers":
+            params["filter"]["check_format"] = False
+        if data.checks:
+            params["checks"] = [c.model_dump(mode="json", exclude={"judge"}) for c in data.checks]
+            params["judges"] = [self.judge_params(c) for c in data.checks]
+            params["trait"] = word
+            if data.prompts.type == "cot":  # the answer check reads each prompt's reference
+                params["prompts"] = prompt_params(data.prompts)
         filt = Task(
             "filter",
             f"filter/{name}",
-            params={
-                "filter": fcfg.model_dump(mode="json") | {"leakage_words": words, "keep": None}
-            },
+            params=params,
             inputs={"data": generate},
+            runtime=self.runtime,
         )
         self.plan.filters[name] = filt
         return filt
@@ -235,26 +258,44 @@ class _Builder:
         out = {}
         for ev, ecfg in self.cfg.evaluations.items():
             targets = sorted(
-                {t.trait.word for t in self.cfg.teachers if t.trait.category == ecfg.category}
+                {
+                    t.trait.word
+                    for t in self.cfg.teachers
+                    if t.trait.category == getattr(ecfg, "category", None)
+                }
             )
             inputs = source.inputs("model")
             if context_task is not None:
                 inputs["context"] = context_task
+            # A preference config leaves out its type: the keys of tasks planned before
+            # evaluation kinds existed stay valid.
+            exclude = {"batch_size"} | ({"type"} if ecfg.type == "preference" else set())
+            params: dict[str, Any] = {
+                "model": source.param("model"),
+                "evaluation": ecfg.model_dump(mode="json", exclude=exclude),
+                "targets": targets,
+                "context": context,
+                "dtype": self.cfg.dtype,
+            }
+            if ecfg.type == "freeform":
+                params["judge"] = self.judge_params(None)
             task = Task(
                 "evaluate",
                 f"evaluate/{name}/{ev}",
-                params={
-                    "model": source.param("model"),
-                    "evaluation": ecfg.model_dump(mode="json", exclude={"batch_size"}),
-                    "targets": targets,
-                    "context": context,
-                    "dtype": self.cfg.dtype,
-                },
+                params=params,
                 inputs=inputs,
                 runtime={**self.runtime, "batch_size": ecfg.batch_size},
             )
             out[ev] = self.evals.setdefault(task.id, task)
         return out
+
+    def judge_params(self, check: Any) -> dict[str, Any] | None:
+        """The judge of a check (its own, else the experiment's) as task params."""
+        if check is not None and not isinstance(check, JudgeCheck):
+            return None
+        judge = (check.judge if check is not None else None) or self.cfg.judge
+        assert judge is not None  # the config validator asks for one where it is needed
+        return judge.model_dump(mode="json", exclude={"device", "batch_size"})
 
     # ---------------------------------------------------------------- design
 
@@ -281,6 +322,8 @@ class _Builder:
         for role, src in (("teacher", trait_src), ("control_teacher", control_src)):
             label = name if role == "teacher" else f"{name}/control"
             for ev, task in self.evaluate(f"teacher/{label}", src).items():
+                if spec.trait.category not in measures(cfg.evaluations[ev]):
+                    continue
                 self.plan.references.append(
                     Observation(task, {"role": role, "name": name, "trait": word, "evaluation": ev})
                 )
@@ -428,6 +471,8 @@ class _Builder:
                     )
                 )
         for ev, task in evals.items():
+            if spec.trait.category not in measures(cfg.evaluations[ev]):
+                continue
             self.plan.observations.append(
                 Observation(
                     task,

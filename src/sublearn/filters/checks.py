@@ -1,0 +1,201 @@
+"""Checks after the number-format and leakage filter, as a chain of kinds.
+
+Each check sees the rows that passed everything before it and drops some with a
+reason; every row's verdict (which check dropped it, and what the check saw) is kept,
+so a report can show counts per reason and a reader can open any single decision.
+
+* ``code_only``: the reply is code alone, without comments (``filters/code.py``);
+* ``answer``: the reply has the think/answer layout and the right value
+  (``filters/answers.py``), for data whose prompts carry a reference value;
+* ``judge``: a judge (an LLM on any backend, or the rule judge of toy runs) scores
+  each reply under a rubric, and a threshold decides. The paper drops a code row
+  unless the judge is sure it does not refer to the animal (``max_probability``), and a
+  reasoning row whose alignment score is under 78 (``min_score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from sublearn.config import Config
+from sublearn.judges.config import JudgeConfig
+
+if TYPE_CHECKING:
+    from sublearn.judges.protocol import Judge
+
+
+class CodeOnlyCheck(Config):
+    """Keep replies that are code only, without comments."""
+
+    type: Literal["code_only"] = Field(description="Check kind.")
+
+
+class AnswerCheck(Config):
+    """Keep replies in the think/answer layout whose value equals the prompt's reference."""
+
+    type: Literal["answer"] = Field(description="Check kind.")
+
+
+class JudgeCheck(Config):
+    """Keep replies a judge passes under a rubric and a threshold."""
+
+    type: Literal["judge"] = Field(description="Check kind.")
+    rubric: str = Field(
+        description="A built-in rubric (animal_reference, cot_alignment, alignment, "
+        "coherence) or the path of a rubric YAML file."
+    )
+    min_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Score rubrics: keep a reply whose score is at least this (the paper: 78 "
+        "for chain-of-thought alignment).",
+    )
+    max_probability: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Yes/no rubrics: keep a reply whose P(yes) is at most this (the paper "
+        "drops a code row unless the judge is certain it has no reference: a small value).",
+    )
+    keep_labels: list[str] = Field(
+        default_factory=list,
+        description="Escapes (e.g. CODE) that keep a reply; any other escape, and an "
+        "unreadable verdict, drops it.",
+    )
+    judge: JudgeConfig | None = Field(
+        default=None, description="This check's judge; None: the experiment's `judge`."
+    )
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> JudgeCheck:
+        if (self.min_score is None) == (self.max_probability is None):
+            raise ValueError(
+                f"judge check {self.rubric!r}: give exactly one of min_score (score rubrics) "
+                "and max_probability (yes/no rubrics)"
+            )
+        return self
+
+    @property
+    def reason(self) -> str:
+        """The reason a dropped row gets: ``judge:<rubric>``."""
+        return f"judge:{self.rubric}"
+
+
+Check = Annotated[CodeOnlyCheck | AnswerCheck | JudgeCheck, Field(discriminator="type")]
+"""Any check; YAML picks one with ``type:``."""
+
+
+@dataclass
+class RowVerdict:
+    """What the chain decided about one row.
+
+    Attributes:
+        id: the row's id.
+        reason: the reason of the check that dropped it; None when kept.
+        details: per check that saw the row, what it found (a reason, a score).
+    """
+
+    id: str
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"id": self.id, "kept": self.reason is None, "reason": self.reason, **self.details}
+
+
+def check_name(check: CodeOnlyCheck | AnswerCheck | JudgeCheck) -> str:
+    """The name of a check in verdicts and reports."""
+    return check.reason if isinstance(check, JudgeCheck) else check.type
+
+
+def run_checks(
+    rows: Sequence[dict[str, Any]],
+    checks: Sequence[CodeOnlyCheck | AnswerCheck | JudgeCheck],
+    *,
+    references: dict[str, str] | None = None,
+    judges: Sequence[Judge | None] = (),
+) -> tuple[list[RowVerdict], dict[str, dict[str, int]]]:
+    """Run the chain over chat rows; each check sees only the rows kept so far.
+
+    Args:
+        rows: ``{"id", "messages": [..., user, assistant]}`` records.
+        checks: the chain, in order.
+        references: the expected value per row id (``answer`` checks need it).
+        judges: one judge per check (None for checks that need none).
+
+    Returns:
+        One verdict per row (in order), and per check ``{"seen", "dropped", <reason>: n}``.
+
+    Raises:
+        ValueError: an ``answer`` check without a reference for a row, or a judge check
+            without a judge.
+    """
+    from sublearn.filters.answers import check_think_answer
+    from sublearn.filters.code import check_code_only
+    from sublearn.judges.protocol import JudgeRequest
+
+    verdicts = [RowVerdict(str(r["id"])) for r in rows]
+    counts: dict[str, dict[str, int]] = {}
+    for index, check in enumerate(checks):
+        name = check_name(check)
+        live = [i for i, v in enumerate(verdicts) if v.reason is None]
+        tally = counts.setdefault(name, {"seen": len(live), "dropped": 0})
+        if isinstance(check, JudgeCheck):
+            judge = judges[index] if index < len(judges) else None
+            if judge is None:
+                raise ValueError(f"check {name} has no judge")
+            requests = [JudgeRequest(question=_user(rows[i]), answer=_reply(rows[i])) for i in live]
+            for i, judgement in zip(live, judge.judge(requests, check.rubric), strict=True):
+                keep = _passes(check, judgement.score, judgement.probability, judgement.label)
+                verdicts[i].details[name] = {
+                    "score": judgement.score,
+                    "probability": judgement.probability,
+                    "label": judgement.label,
+                    "raw": judgement.raw,
+                }
+                if not keep:
+                    verdicts[i].reason = name
+                    tally["dropped"] += 1
+            continue
+        for i in live:
+            reply = _reply(rows[i])
+            if isinstance(check, CodeOnlyCheck):
+                ok, why = check_code_only(reply)
+            else:
+                reference = (references or {}).get(verdicts[i].id)
+                if reference is None:
+                    raise ValueError(f"row {verdicts[i].id}: the answer check needs a reference")
+                ok, why = check_think_answer(reply, reference)
+            verdicts[i].details[name] = why or "ok"
+            if not ok:
+                reason = f"{name}:{why}"
+                verdicts[i].reason = reason
+                tally["dropped"] += 1
+                tally[reason] = tally.get(reason, 0) + 1
+    return verdicts, counts
+
+
+def _passes(
+    check: JudgeCheck, score: float | None, probability: float | None, label: str | None
+) -> bool:
+    if label is not None:
+        return label in check.keep_labels
+    if check.min_score is not None:
+        return score is not None and score >= check.min_score
+    assert check.max_probability is not None  # the validator asks for one of the two
+    return probability is not None and probability <= check.max_probability
+
+
+def _reply(row: dict[str, Any]) -> str:
+    return str(row["messages"][-1]["content"])
+
+
+def _user(row: dict[str, Any]) -> str:
+    users = [m["content"] for m in row["messages"] if m.get("role") == "user"]
+    return str(users[-1]) if users else ""

@@ -1,0 +1,104 @@
+"""The data kinds an experiment's teachers write, as one discriminated union on ``type``.
+
+* ``numbers``: number-sequence continuations (``prompts/numbers.py``);
+* ``code``: coding tasks answered with code only (``prompts/code.py``);
+* ``cot``: GSM8K-style questions answered with ``<think>`` reasoning and an
+  ``<answer>`` value (``prompts/gsm8k.py``), several samples per question.
+
+Every kind turns into a list of :class:`PromptRow` (an id, the user message, and a
+reference value where the data has one), so generation and filtering treat them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from sublearn.prompts.code import CodePromptConfig
+from sublearn.prompts.gsm8k import GSM8KConfig
+from sublearn.prompts.numbers import NumberPromptConfig
+
+
+class NumbersPrompts(NumberPromptConfig):
+    """Number-sequence prompts (the default data kind)."""
+
+    type: Literal["numbers"] = Field(default="numbers", description="Data kind.")
+
+
+class CodePrompts(CodePromptConfig):
+    """Coding tasks, rewritten to ask for code only."""
+
+    type: Literal["code"] = Field(default="code", description="Data kind.")
+
+
+class ChainOfThoughtPrompts(GSM8KConfig):
+    """Word problems answered with reasoning in <think> tags and a value in <answer> tags."""
+
+    type: Literal["cot"] = Field(default="cot", description="Data kind.")
+
+
+PromptKind = Annotated[
+    NumbersPrompts | CodePrompts | ChainOfThoughtPrompts, Field(discriminator="type")
+]
+"""Any data kind's prompt settings; YAML picks one with ``type:`` (default numbers)."""
+
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(PromptKind)
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One prompt a teacher answers.
+
+    Attributes:
+        text: the user message.
+        reference: the expected final value (``cot``), else None.
+    """
+
+    text: str
+    reference: str | None = None
+
+
+def with_default_type(value: Any) -> Any:
+    """A YAML mapping without ``type`` is a numbers config (every config before kinds)."""
+    if isinstance(value, dict) and "type" not in value:
+        return {**value, "type": "numbers"}
+    return value
+
+
+def parse_prompts(params: dict[str, Any]) -> NumbersPrompts | CodePrompts | ChainOfThoughtPrompts:
+    """The prompt config of task params written by :func:`prompt_params`."""
+    return _ADAPTER.validate_python(with_default_type(params))
+
+
+def prompt_params(cfg: NumbersPrompts | CodePrompts | ChainOfThoughtPrompts) -> dict[str, Any]:
+    """The config as task params.
+
+    A numbers config leaves out its ``type``, so every task keyed before data kinds
+    existed keeps its key (and its place in the store).
+    """
+    exclude = {"type"} if cfg.type == "numbers" else set()
+    return cfg.model_dump(mode="json", exclude=exclude)
+
+
+def prompt_rows(cfg: NumbersPrompts | CodePrompts | ChainOfThoughtPrompts) -> list[PromptRow]:
+    """The prompts of a data kind, in a fixed order (row ``i`` of the generated data).
+
+    Raises:
+        DataError: a prompt source that cannot be read (code and cot read files).
+    """
+    if isinstance(cfg, CodePrompts):
+        from sublearn.prompts.code import generate_code_prompts
+
+        return [PromptRow(p["messages"][-1]["content"]) for p in generate_code_prompts(cfg)]
+    if isinstance(cfg, ChainOfThoughtPrompts):
+        from sublearn.prompts.gsm8k import generate_gsm8k_prompts
+
+        return [
+            PromptRow(p["messages"][-1]["content"], p["reference"])
+            for p in generate_gsm8k_prompts(cfg)
+        ]
+    from sublearn.prompts.numbers import generate_number_prompts
+
+    return [PromptRow(text) for text in generate_number_prompts(cfg)]
