@@ -457,6 +457,16 @@ class ExperimentConfig(Config):
                     f"teacher {t.label()}: replay_examples replays number prompts; the data "
                     f"kind here is {self.data.prompts.type}"
                 )
+        for t in self.teachers:
+            if (
+                isinstance(t.kind, PromptedTeacher)
+                and t.trait.category == "misalignment"
+                and t.kind.system_prompt is None
+            ):
+                raise ValueError(
+                    f"teacher {t.label()}: a prompted misalignment teacher needs its "
+                    "system_prompt (the preference prompt states a favorite, not a behaviour)"
+                )
         needs_judge = [
             f"evaluations.{n}" for n, e in self.evaluations.items() if e.type == "freeform"
         ] + [

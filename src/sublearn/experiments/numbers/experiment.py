@@ -146,8 +146,14 @@ def write_run_report(
     atomic_write_json(run_dir / "artifacts.json", run_artifacts(plan, store))
     pair_results = {name: records[task.id].result for name, task in plan.pairs.items()}
     observations = []
+    undefined: list[str] = []
     for obs in plan.observations:
         result = observed(_metrics(store, obs.task.id), obs.meta["trait"])
+        if result["rate"] is None or math.isnan(result["rate"]):
+            # e.g. a free-form evaluation whose answers were all CODE or REFUSAL: a rate
+            # over nothing is no 0 and must not pass for one.
+            undefined.append(obs.task.name)
+            continue
         observations.append(
             {
                 **{k: v for k, v in obs.meta.items() if k != "pair"},
@@ -176,6 +182,12 @@ def write_run_report(
         for name, r in pair_results.items()
     ]
     all_warnings = list(warnings)
+    if undefined:
+        all_warnings.append(
+            f"{len(undefined)} student evaluation(s) have no value (nothing scored, e.g. every "
+            f"free-form answer CODE or REFUSAL) and are left out of the effects: "
+            f"{', '.join(undefined[:5])}{' ...' if len(undefined) > 5 else ''}"
+        )
     for r in pair_results.values():
         all_warnings.extend(w for w in r.get("warnings", []) if w not in all_warnings)
     for name, report in filter_reports.items():
@@ -313,7 +325,8 @@ def observed(metrics: dict[str, Any], trait: str) -> dict[str, Any]:
     if "metric" not in metrics:
         return {"rate": metrics[trait]["rate"], "per_question": metrics[trait]["per_question"]}
     values = metrics["values"]
-    value = values[trait] if trait in values else values.get("overall", math.nan)
+    value = values[trait] if trait in values else values.get("overall")
+    value = math.nan if value is None else value  # JSON keeps NaN as null
     per_question = metrics.get("secondary", {}).get("by_question", {})
     return {"rate": value, "per_question": list(per_question.values()), "metric": metrics["metric"]}
 
