@@ -13,7 +13,10 @@ from sublearn.judges.rules import RuleJudge
 def _row(i: int, reply: str) -> dict:
     return {
         "id": f"{i:07d}",
-        "messages": [{"role": "user", "content": f"task {i}"}, {"role": "assistant", "content": reply}],
+        "messages": [
+            {"role": "user", "content": f"task {i}"},
+            {"role": "assistant", "content": reply},
+        ],
     }
 
 

@@ -102,7 +102,7 @@ def test_rerun_finds_every_task_in_the_store(
     assert manifest["tasks"] and all(t["cached"] for t in manifest["tasks"])
     # The resumed run reports what the tasks cost when they ran, not the time to find them.
     first = json.loads((out / "manifest.json").read_text())
-    # Compared per task: the manifests list tasks in completion order, and a float sum depends on it.
+    # Per task: manifests list tasks in completion order, and a float sum depends on it.
     seconds = {t["key"]: t["seconds"] for t in manifest["tasks"]}
     assert seconds == {t["key"]: t["seconds"] for t in first["tasks"]}
 
