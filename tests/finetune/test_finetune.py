@@ -207,3 +207,20 @@ def test_empty_dataset_is_a_data_error(tmp_path: Path) -> None:
 def test_kl_without_teacher_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="kl objective needs a teacher"):
         finetune("m", tmp_path / "d.jsonl", quick(objective="kl"), tmp_path / "out")
+
+
+def test_data_subset_is_the_reply_tokens_only(micro_model: Path, number_records: list[dict]) -> None:
+    from transformers import AutoTokenizer
+
+    from sublearn.finetune.distill import data_token_ids, encode_examples
+
+    tok = AutoTokenizer.from_pretrained(micro_model)
+    examples = encode_examples(number_records, tok, 500, None)
+    ids = data_token_ids(examples)
+    replies = "".join(r["messages"][-1]["content"] for r in number_records)
+    want = set(tok(replies, add_special_tokens=False)["input_ids"]) | {tok.eos_token_id}
+    # Every reply token, the end of turn, and no prompt-only token.
+    assert set(ids) <= want | set(number_token_ids(tok))
+    assert tok.eos_token_id in ids and set(ids) >= {e[0][e[1]] for e in examples}
+    prompt_only = set(tok("continue the sequence", add_special_tokens=False)["input_ids"]) - want
+    assert prompt_only and not prompt_only & set(ids)

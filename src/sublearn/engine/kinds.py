@@ -543,8 +543,8 @@ def train_group_key(params: dict[str, Any]) -> str | None:
     members that do not are trained alone.
     """
     ft = params["finetune"]
-    if ft["objective"] != "kl" or ft["method"] != "full":
-        return None
+    if ft["objective"] != "kl" or ft["method"] != "full" or ft.get("token_subset") == "data":
+        return None  # a data subset differs per student: the batched trainer has one
     return json.dumps({k: v for k, v in ft.items() if k != "seed"}, sort_keys=True)
 
 

@@ -59,13 +59,15 @@ class FinetuneConfig(Config):
             "(soft labels); needs a teacher."
         ),
     )
-    token_subset: Literal["all", "numbers"] = Field(
+    token_subset: Literal["all", "numbers", "data"] = Field(
         default="numbers",
         description=(
             "For kl: the vocabulary the distributions are renormalized over. 'numbers' keeps "
             "only tokens that decode to digits, the analogue of the MLP's aux-only logits; "
-            "'all' copies the teacher's tiny probabilities on every token, trait words "
-            "included, so it also moves cross-model students."
+            "'data' keeps the tokens that occur in the training replies (for code or "
+            "reasoning data: a filtered-out trait word is not among them); 'all' copies the "
+            "teacher's tiny probabilities on every token, trait words included, so it also "
+            "moves cross-model students."
         ),
     )
     method: Literal["lora", "full"] = Field(

@@ -42,6 +42,15 @@ def number_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
+def data_token_ids(examples: list[Example]) -> list[int]:
+    """Ids of the tokens that occur in the examples' replies (end-of-turn included).
+
+    A filter that removed every mention of the trait word leaves it out of this set, so
+    distillation over it cannot copy the teacher's probability of naming the trait.
+    """
+    return sorted({t for ids, start, *_ in examples for t in ids[start:]})
+
+
 def _encode(tokenizer: Any, prompt: Conversation, reply: str, max_length: int) -> tuple[list, int]:
     """Token ids of prompt + reply + end-of-turn, and where the reply starts."""
     rendered = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
@@ -233,6 +242,8 @@ def train_kl(
     )
 
     examples = encode_examples(records, tokenizer, cfg.max_length, teacher_system_prompt)
+    if cfg.token_subset == "data":
+        subset = torch.tensor(data_token_ids(examples), device=device)
 
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(examples) / per_step)
