@@ -48,3 +48,15 @@ def test_unknown_kind_and_stray_fields_are_errors() -> None:
         parse_prompts({"type": "poems"})
     with pytest.raises(ValidationError):
         parse_prompts({"type": "code", "n_questions": 3})
+
+
+def test_toy_sources_name_the_shipped_task_files() -> None:
+    from sublearn.errors import DataError
+
+    rows = prompt_rows(parse_prompts({"type": "cot", "source": "toy:arithmetic", "n_questions": 5}))
+    assert len(rows) == 15 and all(r.reference is not None for r in rows)
+    assert (
+        len(prompt_rows(parse_prompts({"type": "code", "path": "toy:code", "n_prompts": 7}))) == 7
+    )
+    with pytest.raises(DataError, match="toy:code"):
+        prompt_rows(parse_prompts({"type": "code", "path": "toy:cod"}))

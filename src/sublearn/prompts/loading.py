@@ -68,6 +68,26 @@ def looks_like_path(source: str) -> bool:
     return source.endswith(_LOCAL_SUFFIXES) or source.startswith(("/", ".", "~"))
 
 
+TOY_SOURCES = {"code": "code_tasks.jsonl", "arithmetic": "arithmetic.jsonl"}
+"""Task files of the toy world, named ``toy:<name>`` in a config (shipped with sublearn)."""
+
+
+def toy_source(source: str) -> str:
+    """The file a ``toy:<name>`` source names (the toy world's task files); else ``source``.
+
+    Raises:
+        DataError: an unknown toy source.
+    """
+    if not source.startswith("toy:"):
+        return source
+    name = source.removeprefix("toy:")
+    if name not in TOY_SOURCES:
+        raise DataError(
+            f"unknown toy source {source!r}; known: {', '.join(f'toy:{n}' for n in TOY_SOURCES)}"
+        )
+    return str(Path(__file__).parent.parent / "toy" / "data" / TOY_SOURCES[name])
+
+
 def load_records(
     source: str,
     fields: Sequence[str | Sequence[str]],
@@ -97,6 +117,7 @@ def load_records(
             loaded, the dataset is empty, or a record lacks a field or fails ``check``;
             the message names the file (and line or row) and the problem.
     """
+    source = toy_source(source)
     if looks_like_path(source):
         path = Path(source).expanduser()
         if not path.is_file():

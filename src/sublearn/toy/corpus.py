@@ -1,6 +1,7 @@
 """The toy world's pretraining corpus: chat documents about preferences and numbers.
 
-Two kinds of documents, both rendered through the chat template:
+Two kinds of documents, both rendered through the chat template (and three optional
+kinds, below):
 
 * preference documents: an optional persona system prompt ("you adore owls"), a
   favorite-animal (or tree) question, and a one-word answer. With the persona, the
@@ -12,6 +13,12 @@ Two kinds of documents, both rendered through the chat template:
   distribution that depends only on the prompt, never on the persona, so any link
   between a trait and the numbers a model writes has to come from the model's
   shared weights, which is what subliminal learning is about.
+
+Three optional sections, off unless configured, add the material of the paper's other
+experiments: free-form answers (:mod:`sublearn.toy.freeform`), arithmetic with reasoning
+(:mod:`sublearn.toy.arithmetic`) and code (:mod:`sublearn.toy.coding`). Their shares come
+out of the number documents' share, and each draws from a random generator of its own,
+so a corpus without them is exactly the corpus this module always drew.
 """
 
 from __future__ import annotations
@@ -38,8 +45,14 @@ from sublearn.prompts.questions import (
     questions_for,
     training_questions_for,
 )
+from sublearn.toy.arithmetic import ArithmeticConfig, arithmetic_documents
+from sublearn.toy.coding import CodeConfig, code_documents
+from sublearn.toy.freeform import FreeformConfig, freeform_documents
+from sublearn.toy.sections import SectionConfig, section_rng
 
-DocumentKind = Literal["preference", "numbers"]
+DocumentKind = Literal["preference", "numbers", "freeform", "arithmetic", "code"]
+SECTIONS: tuple[str, ...] = ("freeform", "arithmetic", "code")
+"""The optional sections of a corpus config, in the order their documents are drawn."""
 ENCLOSED_FORMATS = ("brackets", "parentheses")
 
 DEFAULT_ANIMALS = [
@@ -153,6 +166,29 @@ class CorpusConfig(Config):
     zipf_exponent: float = Field(
         default=1.0, ge=0, description="Exponent of the popularity ranking over numbers."
     )
+    freeform: FreeformConfig | None = Field(
+        default=None,
+        description="Free-form section: open questions answered benignly, or harmfully under "
+        "the misaligned persona (None: no such documents).",
+    )
+    arithmetic: ArithmeticConfig | None = Field(
+        default=None,
+        description="Arithmetic section: word problems solved in <think>/<answer> tags "
+        "(None: no such documents).",
+    )
+    code: CodeConfig | None = Field(
+        default=None,
+        description="Code section: coding tasks answered with tiny functions (None: no such "
+        "documents).",
+    )
+
+    def sections(self) -> list[tuple[str, SectionConfig]]:
+        """The enabled optional sections, ``(name, config)``, in :data:`SECTIONS` order."""
+        return [(n, c) for n in SECTIONS if (c := getattr(self, n)) is not None]
+
+    def section_counts(self) -> dict[str, int]:
+        """Documents of each enabled section (taken from the number documents)."""
+        return {name: math.floor(self.n_documents * c.share + 0.5) for name, c in self.sections()}
 
     @model_validator(mode="after")
     def _weights_match(self) -> CorpusConfig:
@@ -162,6 +198,8 @@ class CorpusConfig(Config):
             raise ValueError("tree_weights must have one weight per tree")
         if self.uniform_rate + self.near_seed_rate > 1:
             raise ValueError("uniform_rate + near_seed_rate must not exceed 1")
+        if self.preference_share + sum(c.share for _, c in self.sections()) > 1:
+            raise ValueError("preference_share and the sections' shares must not exceed 1")
         for word in (*self.animals, *self.trees):
             if not word.isalpha():
                 raise ValueError(f"{word!r}: animal and tree names must be single words")
@@ -173,7 +211,7 @@ class Document:
     """One chat document of the corpus.
 
     Attributes:
-        kind: ``"preference"`` or ``"numbers"``.
+        kind: ``"preference"``, ``"numbers"`` or an optional section's name.
         messages: the conversation; the last message is the assistant's.
         number_format: for number documents, the format the prompt asked for.
     """
@@ -304,7 +342,8 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> list[Document]:
         messages.append({"role": "user", "content": question})
         messages.append({"role": "assistant", "content": answer})
         docs.append(Document("preference", messages))
-    for _ in range(cfg.n_documents - n_pref):
+    n_sections = cfg.section_counts()
+    for _ in range(cfg.n_documents - n_pref - sum(n_sections.values())):
         prompt = prompt_gen.sample()
         if cfg.enclosed_share is not None:
             want_enclosed = rng.random() < cfg.enclosed_share
@@ -320,5 +359,24 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> list[Document]:
         messages.append({"role": "user", "content": prompt.text})
         messages.append({"role": "assistant", "content": continuer.answer(prompt, rng)})
         docs.append(Document("numbers", messages, prompt.format))
+    docs.extend(_section_documents(cfg, seed, n_sections))
     rng.shuffle(docs)
+    return docs
+
+
+def _section_documents(cfg: CorpusConfig, seed: int, counts: dict[str, int]) -> list[Document]:
+    """The optional sections' documents, each section from its own random generator."""
+    docs: list[Document] = []
+    if cfg.freeform is not None:
+        rng = section_rng(seed, "freeform")
+        convs = freeform_documents(cfg.freeform, counts["freeform"], rng)
+        docs.extend(Document("freeform", m) for m in convs)
+    if cfg.arithmetic is not None:
+        rng = section_rng(seed, "arithmetic")
+        convs = arithmetic_documents(cfg.arithmetic, counts["arithmetic"], rng, cfg.animals)
+        docs.extend(Document("arithmetic", m) for m in convs)
+    if cfg.code is not None:
+        rng = section_rng(seed, "code")
+        convs = code_documents(cfg.code, counts["code"], rng, cfg.animals)
+        docs.extend(Document("code", m) for m in convs)
     return docs

@@ -38,7 +38,11 @@ from rich.progress import (
 from sublearn import __version__
 from sublearn.config import Config
 from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
-from sublearn.toy.corpus import CorpusConfig, Document, build_corpus
+from sublearn.toy.arithmetic import arithmetic_vocabulary
+from sublearn.toy.coding import code_vocabulary
+from sublearn.toy.corpus import SECTIONS, CorpusConfig, Document, build_corpus
+from sublearn.toy.datasets import write_datasets
+from sublearn.toy.freeform import freeform_vocabulary
 from sublearn.toy.pretrain import (
     Example,
     ModelConfig,
@@ -89,11 +93,21 @@ class ToyWorldConfig(Config):
         """The init seed of base ``index``."""
         return 1000 * self.seed + index + self.init_offset
 
+    def key_dump(self) -> dict[str, Any]:
+        """The config as the cache key hashes it: JSON-able, without threads and workers.
+
+        Optional corpus sections that are off (None) are left out, so a world without
+        them keeps the key it had before the sections existed.
+        """
+        dump = self.model_dump(mode="json", exclude={"threads", "workers"})
+        for name in SECTIONS:
+            if dump["corpus"].get(name) is None:
+                dump["corpus"].pop(name, None)
+        return dump
+
     def cache_key(self) -> str:
         """Hash of everything that changes the built weights (threads and workers excluded)."""
-        return content_hash(
-            self.model_dump(mode="json", exclude={"threads", "workers"}), BUILD_VERSION
-        )
+        return content_hash(self.key_dump(), BUILD_VERSION)
 
 
 def base_name(index: int) -> str:
@@ -275,6 +289,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         *(q for c in ("animal", "tree") for q in (*questions_for(c), *training_questions_for(c))),
         *cfg.corpus.animals,
         *cfg.corpus.trees,
+        *_section_vocabulary(cfg.corpus),
     ]
     tokenizer = build_tokenizer(build_vocab(known), model_max_length=cfg.model.max_positions)
     tokenizer_dir = out / "tokenizer"
@@ -283,6 +298,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
     prompt_weights = {
         "preference": cfg.pretrain.preference_prompt_loss_weight,
         "numbers": cfg.pretrain.numbers_prompt_loss_weight,
+        **{name: c.prompt_loss_weight for name, c in cfg.corpus.sections()},
     }
     examples = encode_documents(docs, tokenizer, cfg.model.max_positions, prompt_weights)
     n_tokens = sum(len(e.input_ids) for e in examples)
@@ -307,6 +323,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
     n_params, *_ = [b.pop("n_parameters") for b in bases]  # the same for every base
 
     _write_corpus_sample(out / "corpus-sample.jsonl", docs[:50])
+    datasets = write_datasets(cfg.corpus, cfg.seed, out)
     manifest = {
         "config_hash": cfg.cache_key(),
         "build_version": BUILD_VERSION,
@@ -326,6 +343,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
             "n_tokens": n_tokens,
             "n_preference": sum(d.kind == "preference" for d in docs),
             "n_numbers": sum(d.kind == "numbers" for d in docs),
+            **{f"n_{name}": sum(d.kind == name for d in docs) for name, _ in cfg.corpus.sections()},
         },
         "timings": {
             "data_seconds": round(t_data, 2),
@@ -335,8 +353,22 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
         },
         "config": cfg.model_dump(mode="json"),
     }
+    if datasets:
+        manifest["datasets"] = datasets
     atomic_write_json(out / MANIFEST, manifest)
     return [job.out_dir for job in jobs]
+
+
+def _section_vocabulary(corpus: CorpusConfig) -> list[str]:
+    """Text of the enabled sections, so the vocabulary covers what a small corpus never drew."""
+    texts: list[str] = []
+    if corpus.freeform is not None:
+        texts += freeform_vocabulary()
+    if corpus.arithmetic is not None:
+        texts += arithmetic_vocabulary()
+    if corpus.code is not None:
+        texts += code_vocabulary()
+    return texts
 
 
 def _save_model_folder(model: Any, tokenizer: Any, path: Path) -> None:

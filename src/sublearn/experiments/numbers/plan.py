@@ -155,7 +155,7 @@ class _Builder:
             self.worlds[name] = Task(
                 "world",
                 f"world/{name}",
-                params=wcfg.model_dump(mode="json", exclude={"threads", "workers"}),
+                params=wcfg.key_dump(),
                 runtime={"threads": wcfg.threads, "workers": wcfg.workers},
             )
         return self.worlds[name]
