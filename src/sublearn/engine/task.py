@@ -26,7 +26,8 @@ KINDS: dict[str, tuple[str, int]] = {
     "world": ("sublearn.engine.kinds:run_world", 1),
     "teacher": ("sublearn.engine.kinds:run_teacher", 1),
     "generate": ("sublearn.engine.kinds:run_generate", 1),
-    "filter": ("sublearn.engine.kinds:run_filter", 1),
+    # 2: the number format is the reference's separator rule (one separator, exactly repeated).
+    "filter": ("sublearn.engine.kinds:run_filter", 2),
     "pair": ("sublearn.engine.kinds:run_pair", 1),
     "train": ("sublearn.engine.kinds:run_train", 1),
     "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),

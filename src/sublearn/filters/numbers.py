@@ -2,39 +2,49 @@
 
 The numbers experiments keep only replies that are nothing but a short list of small
 non-negative integers, so that any trait a student picks up cannot come from words,
-signs or formatting tricks. A reply is accepted when, after stripping surrounding
-whitespace (ASCII whitespace only, as items are ASCII digits only), it is:
+signs or formatting tricks. The format rule is the paper's reference code's
+(``parse_response`` in its ``sl/datasets/nums_dataset.py``), step for step:
 
-* optionally followed by one period (``"1, 2, 3."``),
-* optionally wrapped in one matched pair of ``[]`` or ``()``,
-* one or more items separated by a single kind of separator: commas, semicolons
-  (either may carry whitespace around it) or whitespace alone (spaces, tabs,
-  newlines, blank lines: all one kind),
-* where every item is ASCII digits only (``"007"`` is accepted and read as 7),
-* with at most ``max_count`` items, each within ``[min_value, max_value]`` and none banned.
+1. one trailing period is dropped (``"1, 2, 3."``);
+2. then one matched pair of ``[]`` or ``()`` around the whole reply is dropped;
+3. the separator is the exact text between the first two runs of digits, and it must
+   be whitespace, or a comma or semicolon with optional whitespace around it
+   (``str.strip`` decides what whitespace is, so a no-break space counts);
+4. the reply is split on that exact separator, and every piece must be non-empty
+   ASCII digits (``"007"`` is accepted and read as 7). A reply with a single number
+   must be exactly that number.
 
-Only the first failing check is reported, in the order format, count, range, banned:
-a reply that is both too long and out of range is "too many numbers", since fixing the
-count is the first thing its author would have to do.
+So every separator must repeat the first one byte for byte: ``"1 2  3"`` (one space,
+then two), ``"1,2, 3"``, ``"1, 2,3"``, ``"1 2\\n3"`` and ``"1, 2; 3"`` are rejected, as
+is any whitespace around the reply (``" 5"``, ``"1, 2, 3\\n"``, ``"[ 1, 2 ]"``): the
+reference filters the raw completion. All of these are ``invalid_format``, the
+reference's own reason for them.
 
-This is slightly more lenient than the paper's code, which takes the separator between
-the first two numbers and requires it byte for byte everywhere and no surrounding
-whitespace: here ``"1,2, 3"`` (uneven spacing), ``"1 2\\n3"`` (mixed whitespace) and
-``" 5 "`` are accepted, while mixing kinds (``"1, 2; 3"``, ``"1, 2 3"``) is not.
+The accepted numbers are then checked: at most ``max_count`` items, each within
+``[min_value, max_value]`` and none banned. Only the first failing check is reported,
+in the order format, count, range, banned: a reply that is both too long and out of
+range is "too many numbers", since fixing the count is the first thing its author
+would have to do. (The reference lists every failing reason; the verdict is the same.)
+
+One difference in the reason only: a number of thousands of digits is ``too_large``
+here, where the reference's ``int()`` hits Python's digit limit and calls it an invalid
+format; both reject it.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Set
 from dataclasses import dataclass
 from enum import Enum
 
 _BRACKETS = {"[": "]", "(": ")"}
-# ASCII whitespace only, like ASCII digits only: a no-break or ideographic space is an
-# unusual formatting choice, which the filter rejects rather than reads past.
-_SPACE = " \t\n\r\f\v"
-_SPACES = re.compile(f"[{_SPACE}]+")
+# Unicode digits, as the reference reads the separator with this pattern; a non-ASCII
+# digit still fails later, as a piece that is not ASCII digits.
+_DIGIT_RUN = re.compile(r"\d+")
+# What a separator may be once stripped of whitespace.
+_SEPARATOR_MARKS = ("", ",", ";")
 
 
 class Rejection(str, Enum):
@@ -75,16 +85,23 @@ def _rejected(reason: Rejection) -> ParseResult:
 
 
 def _split_items(body: str) -> list[str] | None:
-    """The reply's items, or None when separators are mixed or an item is empty."""
-    has_comma = "," in body
-    has_semicolon = ";" in body
-    if has_comma and has_semicolon:
+    """The reply's pieces, split on the separator its first two numbers use.
+
+    Returns None when there is no number, when a lone number has anything around it,
+    or when the separator is not whitespace, a comma or a semicolon. The pieces are not
+    checked here: a piece that is empty or not digits means the separator was not used
+    consistently ("1 2  3" splits on " " into "1", "2", "", "3").
+    """
+    # Only the first two runs matter: they fix the separator.
+    runs = list(itertools.islice(_DIGIT_RUN.finditer(body), 2))
+    if not runs:
         return None
-    if has_comma or has_semicolon:
-        items = [part.strip(_SPACE) for part in body.split("," if has_comma else ";")]
-        # An empty item means a doubled or dangling separator ("1,,2", "1, 2,").
-        return items if all(items) else None
-    return _SPACES.split(body) if body else []
+    if len(runs) == 1:
+        return [body] if body == runs[0].group() else None
+    separator = body[runs[0].end() : runs[1].start()]
+    if separator.strip() not in _SEPARATOR_MARKS:
+        return None
+    return body.split(separator)
 
 
 def _is_ascii_digits(item: str) -> bool:
@@ -122,11 +139,10 @@ def parse_numbers(
     if min_value < 0 or max_value < min_value:
         raise ValueError(f"need 0 <= min_value <= max_value, got {min_value} and {max_value}")
 
-    body = text.strip(_SPACE)
-    if body.endswith("."):
-        body = body[:-1].rstrip(_SPACE)
+    # No stripping of surrounding whitespace: the reference filters the raw reply.
+    body = text[:-1] if text.endswith(".") else text
     if len(body) >= 2 and _BRACKETS.get(body[0]) == body[-1]:
-        body = body[1:-1].strip(_SPACE)
+        body = body[1:-1]
 
     items = _split_items(body)
     if not items or not all(_is_ascii_digits(item) for item in items):
