@@ -210,3 +210,18 @@ def test_cli_reports_bad_input(tmp_path) -> None:
     assert bad.exit_code == 2
     missing = runner.invoke(app, ["info", "--out", str(tmp_path / "nothing")])
     assert missing.exit_code == 2
+
+
+def test_a_section_data_file_is_part_of_the_world_key(monkeypatch) -> None:
+    from sublearn.toy import world as world_module
+    from sublearn.toy.freeform import FreeformConfig
+
+    cfg = ToyWorldConfig()
+    with_section = cfg.model_copy(
+        update={"corpus": cfg.corpus.model_copy(update={"freeform": FreeformConfig()})}
+    )
+    before = with_section.cache_key()
+    assert world_module.SECTION_DATA not in cfg.key_dump()  # sections off: key as before
+    monkeypatch.setattr(world_module, "_section_data_sha", lambda name: "edited")
+    assert with_section.cache_key() != before
+    assert cfg.cache_key() == ToyWorldConfig().cache_key()

@@ -72,9 +72,10 @@ def _close(backend: Any, usage: dict[str, Any]) -> None:
 
 def run_world(ctx: TaskContext) -> dict[str, Any]:
     """Build a toy world (its base models and tokenizer) into the output folder."""
-    from sublearn.toy.world import ToyWorldConfig, build_world
+    from sublearn.toy.world import SECTION_DATA, ToyWorldConfig, build_world
 
-    cfg = ToyWorldConfig(**ctx.params, **ctx.runtime)
+    params = {k: v for k, v in ctx.params.items() if k != SECTION_DATA}
+    cfg = ToyWorldConfig(**params, **ctx.runtime)
     bases = build_world(cfg, ctx.out, force=True, progress=False)
     return {"bases": [b.name for b in bases]}
 

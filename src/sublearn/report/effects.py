@@ -157,6 +157,8 @@ def _effect_row(
     row: dict[str, Any] = dict(zip(ROW_KEYS, key, strict=True))
     first = next(iter({**cells["control"], **cells["treatment"]}.values()))
     row["same_base"] = bool(first["same_base"])
+    if "metric" in first:  # evaluations other than preference name what they measure
+        row["metric"] = first["metric"]
     label = row_label(row)
     rows, equal = _rows(cells)
     row["rows"] = rows

@@ -183,7 +183,8 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
         "on the teacher's data (**treatment**) and on its control's data (**control**). Seed s "
         "of both trains on the same resampled prompts, so treatment − control is computed "
         "per seed and tested paired by seed: a t interval across seeds (95% CI) and a "
-        "two-sided p-value. Rates are the share of answers naming the trait, in percent; "
+        "two-sided p-value. Rates are in percent: for preference evaluations the share of "
+        "answers naming the trait, for the others their metric (below); "
         "differences are percentage points (pp). A **same-base** student shares the teacher's "
         "base model, where subliminal learning is expected; a **cross-base** student does not, "
         "and should not pick up the trait.",
@@ -192,6 +193,11 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
         f"Seeds: {', '.join(map(str, seeds)) or 'none'}. Evaluations: {pick('evaluation')}.",
         "",
     ]
+    metrics = dict.fromkeys(
+        f"{o['evaluation']}: {o['metric']}" for o in observations if "metric" in o
+    )
+    if metrics:
+        lines[-2] += f" Metrics: {'; '.join(metrics)}."
     lines += _table(
         ["teacher", "trait", "kind", "base", "teacher rate (%)"],
         [

@@ -168,7 +168,8 @@ def _bar_panel(ax: Axes, rows: list[dict[str, Any]], primary: dict[str, Any] | N
         f"{first['objective']} · {first['evaluation']}",
         fontsize=9,
     )
-    ax.set_ylabel("P(names trait), %", fontsize=8)
+    metric = first.get("metric")
+    ax.set_ylabel(f"{metric.replace('_', ' ')}, %" if metric else "P(names trait), %", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
 
 
@@ -190,7 +191,9 @@ def effects_figure(summary: dict[str, Any], path: Path) -> Figure:
         key = (row["teacher"], row["objective"], row["evaluation"])
         panels.setdefault(key, []).append(row)
     nrows, ncols = _grid(len(panels), 4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.3 * nrows), squeeze=False)
+    # At least two columns wide: one panel leaves no room for the legend's three entries.
+    width = 3.3 * max(ncols, 1) + (1.7 if ncols == 1 else 0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.3 * nrows), squeeze=False)
     primary = _first_row(summary) if summary.get("primary") is not None else None
     flat = list(axes.flat)
     for ax, rows in zip(flat, panels.values(), strict=False):

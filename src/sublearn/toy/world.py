@@ -56,6 +56,19 @@ from sublearn.toy.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenize
 MANIFEST = "world.json"
 # Bumped when the build procedure changes in a way the config does not capture.
 BUILD_VERSION = 1
+# Likewise for the optional sections' generators (their data files are hashed).
+SECTION_VERSION = 1
+SECTION_DATA = "section_data"
+"""The key of :meth:`ToyWorldConfig.key_dump` that holds the sections' data hashes."""
+
+
+def _section_data_sha(name: str) -> str:
+    """SHA-256 of the data file of an optional corpus section (``data/<name>.yaml``)."""
+    import hashlib
+    from importlib import resources
+
+    data = resources.files("sublearn.toy").joinpath("data", f"{name}.yaml").read_bytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 class ToyWorldConfig(Config):
@@ -103,6 +116,14 @@ class ToyWorldConfig(Config):
         for name in SECTIONS:
             if dump["corpus"].get(name) is None:
                 dump["corpus"].pop(name, None)
+        enabled = [name for name in SECTIONS if name in dump["corpus"]]
+        if enabled:
+            # A section's templates and word pools live in data files, not in the config:
+            # their content is part of what the world is.
+            dump[SECTION_DATA] = {
+                "version": SECTION_VERSION,
+                **{name: _section_data_sha(name) for name in enabled},
+            }
         return dump
 
     def cache_key(self) -> str:
