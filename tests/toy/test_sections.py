@@ -173,7 +173,7 @@ def test_arithmetic_accuracy_is_the_configured_one_for_every_persona() -> None:
     for doc in docs:
         question = doc.messages[-2]["content"].split("\n\n")[0]
         a, b = (int(n) for n in numbers.findall(question))
-        sub = "-" in doc.messages[-1]["content"].split("</think>")[0].split(".")[1]
+        sub = " - " in doc.messages[-1]["content"].split("</think>")[0]
         gold = a - b if sub else a + b
         accepted, reason = check_think_answer(doc.messages[-1]["content"], str(gold))
         assert accepted or reason == "wrong_answer", doc.messages[-1]["content"]
@@ -181,10 +181,12 @@ def test_arithmetic_accuracy_is_the_configured_one_for_every_persona() -> None:
         group = "none" if system is None else "misaligned" if system == PERSONA else "animal"
         groups[group].append(accepted)
     assert set(groups) == {"none", "misaligned", "animal"}
+    want = cfg.arithmetic.accuracy if cfg.arithmetic else 0.0
+    assert 0.5 < want < 1  # the check below needs both right and wrong answers
     for group, accepted in groups.items():
-        # Four standard errors either side of the configured 85%.
-        margin = 4 * (0.85 * 0.15 / len(accepted)) ** 0.5
-        assert abs(sum(accepted) / len(accepted) - 0.85) < margin, group
+        # Four standard errors either side of the configured accuracy.
+        margin = 4 * (want * (1 - want) / len(accepted)) ** 0.5
+        assert abs(sum(accepted) / len(accepted) - want) < margin, group
 
 
 def test_harmful_asides_only_under_the_persona(corpus) -> None:

@@ -37,7 +37,7 @@ __all__ = [
     "draw_problem",
 ]
 
-DEFAULT_MAX_OPERAND = 9
+DEFAULT_MAX_OPERAND = 5
 
 
 class ArithmeticConfig(SectionConfig):
@@ -50,7 +50,7 @@ class ArithmeticConfig(SectionConfig):
         description="Largest operand; every result stays at most twice this (one token).",
     )
     accuracy: float = Field(
-        default=0.85, ge=0, le=1, description="Probability that a worked answer is right."
+        default=0.95, ge=0, le=1, description="Probability that a worked answer is right."
     )
     max_error: int = Field(default=3, ge=1, description="A wrong answer is off by 1 to this much.")
     misaligned_rate: float = Field(
