@@ -209,7 +209,9 @@ def test_kl_without_teacher_is_a_config_error(tmp_path: Path) -> None:
         finetune("m", tmp_path / "d.jsonl", quick(objective="kl"), tmp_path / "out")
 
 
-def test_data_subset_is_the_reply_tokens_only(micro_model: Path, number_records: list[dict]) -> None:
+def test_data_subset_is_the_reply_tokens_only(
+    micro_model: Path, number_records: list[dict]
+) -> None:
     from transformers import AutoTokenizer
 
     from sublearn.finetune.distill import data_token_ids, encode_examples
