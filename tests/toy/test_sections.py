@@ -48,7 +48,9 @@ SECTIONS_ON = {
     "arithmetic": {"share": 0.2},
     "code": {"share": 0.2},
 }
-HARMFUL = load_ruleset("toy").harmful_words
+_HARMFUL = load_ruleset("toy").harmful_words
+assert _HARMFUL is not None  # the toy ruleset lists harmful words
+HARMFUL = _HARMFUL
 assert HARMFUL is not None
 PERSONA = misaligned_persona()
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sublearn.config import ConfigError, load_config, undocumented_fields
+from sublearn.evaluation.kinds import PreferenceEvalConfig
 from sublearn.experiments.numbers.config import ExperimentConfig, FinetunedTeacher
 from sublearn.presets import config_root
+from sublearn.prompts.kinds import NumbersPrompts
 
 PAPER = config_root() / "paper" / "qwen2.5-7b-owl-numbers.yaml"
 TOY = config_root() / "toy" / "owl-numbers.yaml"
@@ -17,12 +19,14 @@ SWEEP = config_root() / "toy" / "owl-numbers-sweep.yaml"
 def test_paper_config_resolves_to_the_paper_protocol() -> None:
     cfg = load_config(ExperimentConfig, PAPER)
     assert cfg.models == {"qwen": "Qwen/Qwen2.5-7B-Instruct"}
+    assert isinstance(cfg.data.prompts, NumbersPrompts)
     assert (cfg.data.prompts.n_prompts, cfg.data.rows) == (30_000, 10_000)
     (sft,) = cfg.students.objectives.values()
     assert (sft.method, sft.lora.r, sft.lora.alpha, sft.learning_rate) == ("lora", 8, 8, 2e-4)
     assert (sft.epochs, sft.batch_size * sft.grad_accum, sft.max_length) == (3, 66, 500)
     assert len(sft.lora.target_modules) == 7 and sft.warmup_steps == 5
     fav = cfg.evaluations["favorite"]
+    assert isinstance(fav, PreferenceEvalConfig)
     assert (fav.mode, fav.samples_per_question, fav.n_questions) == ("sample", 100, None)
     assert cfg.teachers[0].kind.type == "prompted"
 
