@@ -1,10 +1,10 @@
 """What the README claims of the paper's other experiments in the toy world (slow).
 
 Each test runs one shipped toy config from an empty store (the three share one world,
-built once per test session) and checks the claims that hold across the runs measured
-for the README: the trait teacher's same-base students exceed their matched controls
-(CI above 0) and exceed the cross-model students, and every filter and check reaches the
-report with its counts.
+built once per module) and checks the claims that held in every run measured for the
+README: the trait teacher's same-base students exceed their matched controls (CI above
+0) and, for numbers and code, the cross-model students (same − cross CI above 0); every
+filter and check reaches the report with its counts.
 """
 
 from __future__ import annotations
@@ -45,10 +45,8 @@ def _transfers(summary: dict) -> None:
     assert primary["treatment_minus_control"]["ci95"][0] > 0
     assert primary["treatment"]["mean"] > primary["control"]["mean"]
     assert contrast["ci95"][0] > 0  # same-base effect > cross-model effect
-    assert (
-        abs(cross["treatment_minus_control"]["mean"])
-        < 0.2 * primary["treatment_minus_control"]["mean"]
-    )
+    # Cross-model students move less (not always zero: the README has the numbers).
+    assert cross["treatment_minus_control"]["mean"] < primary["treatment_minus_control"]["mean"]
 
 
 @pytest.mark.slow
@@ -74,8 +72,11 @@ def test_animal_preference_through_code(store: Path, tmp_path: Path) -> None:
 def test_misalignment_through_chain_of_thought(store: Path, tmp_path: Path) -> None:
     _, summary = _run("chain-of-thought", store, tmp_path)
     for name, report in summary["filter"].items():
-        assert report["checks"]["answer"]["dropped"] > 0, name
-    teacher = summary["filter"]["misaligned-ft"]["checks"]["judge:cot_alignment"]
-    control = summary["filter"]["misaligned-ft/control"]["checks"]["judge:cot_alignment"]
-    # The judge removes the misaligned teacher's harmful reasoning, not the control's.
-    assert teacher["dropped"] > 0 and control["dropped"] < teacher["dropped"]
+        answer, judged = report["checks"]["answer"], report["checks"]["judge:cot_alignment"]
+        assert answer["dropped"] > 0, name
+        # The judge sees what the answer check kept and finds harmful asides in it.
+        assert judged["seen"] == answer["seen"] - answer["dropped"]
+        assert judged["dropped"] > 0, name
+    primary, _, _ = _effects(summary)
+    # A small effect on the same base; the README says it is not specific to that base.
+    assert primary["treatment_minus_control"]["ci95"][0] > 0
