@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sublearn.filters.checks import AnswerCheck, CodeOnlyCheck, JudgeCheck, run_checks
+from sublearn.filters.checks import AnswerCheck, CodeOnlyCheck, JudgeCheck, run_checks, with_checks
 from sublearn.judges.protocol import Judgement, JudgeRequest
 from sublearn.judges.rules import RuleJudge
 
@@ -106,3 +106,20 @@ def test_a_judge_check_takes_exactly_one_threshold() -> None:
 def test_answer_check_without_reference_is_an_error() -> None:
     with pytest.raises(ValueError, match="reference"):
         run_checks([_row(0, "x")], [AnswerCheck(type="answer")])
+
+
+def test_the_report_gains_the_checks_reasons_and_examples() -> None:
+    rows = [_row(0, "def f(a):\n    return a"), _row(1, "# c\ndef f(a):\n    return a")]
+    verdicts, counts = run_checks(rows, [CodeOnlyCheck(type="code_only")])
+    before = {
+        "rejected": {"invalid_format": 0, "leak": 3},
+        "accepted": 2,
+        "kept": 2,
+        "config": {"check_format": False},
+    }
+    after = with_checks(before, rows, verdicts, counts)
+    assert after["rejected"] == {"leak": 3, "code_only:has_comment": 1}
+    assert (after["accepted"], after["kept"]) == (1, 1)
+    (example,) = after["examples"]["code_only:has_comment"]
+    assert example["id"] == "0000001" and example["verdict"] == "has_comment"
+    assert before["rejected"] == {"invalid_format": 0, "leak": 3}  # the input is not changed

@@ -358,7 +358,7 @@ def _run_checks(
     """The check chain after the filter: rewrites accepted.jsonl, report.json, verdicts."""
     from pydantic import TypeAdapter
 
-    from sublearn.filters.checks import Check, JudgeCheck, run_checks
+    from sublearn.filters.checks import Check, JudgeCheck, run_checks, with_checks
     from sublearn.judges.config import JudgeConfig, make_judge
     from sublearn.runs import atomic_write_json
 
@@ -394,24 +394,7 @@ def _run_checks(
         ctx.out / "verdicts.jsonl",
         [by_id.get(i, {"id": i, "kept": False, "reason": r}) for i, r in first.items()],
     )
-    if not report["config"].get("check_format", True):
-        # Number-format reasons cannot fire without the format check: keep the table short.
-        report["rejected"] = {k: v for k, v in report["rejected"].items() if v or k == "leak"}
-    for name, tally in counts.items():
-        reasons = {k: v for k, v in tally.items() if k not in ("seen", "dropped")}
-        report["rejected"].update(reasons or {name: tally["dropped"]})
-    report["checks"] = counts
-    # A few dropped rows per check, so the report shows what each check caught.
-    replies = {str(r["id"]): r["messages"][-1]["content"] for r in rows}
-    examples: dict[str, list[dict[str, Any]]] = {}
-    for v in verdicts:
-        if v.reason is not None and len(examples.setdefault(v.reason, [])) < 3:
-            detail = v.details.get(v.reason.split(":")[0]) or v.details.get(v.reason)
-            examples[v.reason].append({"id": v.id, "reply": replies[v.id][:300], "verdict": detail})
-    report["examples"] = examples
-    report["accepted"] = report["kept"] = len(kept)
-    if not kept:
-        report.setdefault("warnings", []).append("no reply passed the checks")
+    report = with_checks(report, rows, verdicts, counts)
     atomic_write_json(ctx.out / "report.json", report)
     return {"total": report["total"], "accepted": len(kept), "checks": counts}
 

@@ -181,6 +181,47 @@ def run_checks(
     return verdicts, counts
 
 
+def with_checks(
+    report: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    verdicts: Sequence[RowVerdict],
+    counts: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """The filter's report (a dict) updated with what the checks dropped.
+
+    Args:
+        report: the filter stage's report of the rows before the checks.
+        rows: the rows the checks saw.
+        verdicts: :func:`run_checks`'s verdicts of ``rows``.
+        counts: :func:`run_checks`'s counts.
+
+    Returns:
+        A new report: reasons of the checks added to ``rejected``, ``accepted`` and
+        ``kept`` the rows that passed everything, ``checks`` the counts, and
+        ``examples`` up to three dropped rows per reason (reply and verdict).
+    """
+    out = {**report, "rejected": dict(report["rejected"])}
+    if not out.get("config", {}).get("check_format", True):
+        # Number-format reasons cannot fire without the format check: keep the table short.
+        out["rejected"] = {k: v for k, v in out["rejected"].items() if v or k == "leak"}
+    for name, tally in counts.items():
+        reasons = {k: v for k, v in tally.items() if k not in ("seen", "dropped")}
+        out["rejected"].update(reasons or {name: tally["dropped"]})
+    replies = {str(r["id"]): str(r["messages"][-1]["content"]) for r in rows}
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for v in verdicts:
+        if v.reason is not None and len(examples.setdefault(v.reason, [])) < 3:
+            check = v.reason if v.reason.startswith("judge:") else v.reason.split(":")[0]
+            examples[v.reason].append(
+                {"id": v.id, "reply": replies[v.id][:300], "verdict": v.details.get(check)}
+            )
+    kept = sum(v.reason is None for v in verdicts)
+    out.update(checks=counts, examples=examples, accepted=kept, kept=kept)
+    if not kept:
+        out["warnings"] = [*out.get("warnings", []), "no reply passed the checks"]
+    return out
+
+
 def _passes(
     check: JudgeCheck, score: float | None, probability: float | None, label: str | None
 ) -> bool:
