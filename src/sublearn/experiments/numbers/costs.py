@@ -135,6 +135,8 @@ def estimate_usage(todo: list[Task], samples_per_request: int = 1) -> dict[str, 
 # a plan estimates them without reading (TruthfulQA's 817 questions, MMLU's test split).
 _NOMINAL_ITEMS = {"truthfulqa": 817, "mmlu": 14_042}
 _JUDGE_PROMPT_TOKENS = 300  # a rubric's template around the question and answer
+_CHOICE_TOKENS = 120  # a TruthfulQA or MMLU question with its lettered options
+_QUESTION_TOKENS = 40  # a story, choice or free-form prompt with its suffix
 
 
 def _kind_usage(
@@ -148,7 +150,13 @@ def _kind_usage(
         items = e.get("limit") or _NOMINAL_ITEMS[kind]
         if model:
             out.append(
-                {model: {"requests": items, "input_tokens": items * 120, "output_tokens": items}}
+                {
+                    model: {
+                        "requests": items,
+                        "input_tokens": items * _CHOICE_TOKENS,
+                        "output_tokens": items,
+                    }
+                }
             )
         return merge_usage(out)
     if kind == "choice":
@@ -167,7 +175,7 @@ def _kind_usage(
             {
                 model: {
                     "requests": requests,
-                    "input_tokens": requests * 40,
+                    "input_tokens": requests * _QUESTION_TOKENS,
                     "output_tokens": n * samples * reply,
                 }
             }
