@@ -62,8 +62,24 @@ def test_every_field_is_documented() -> None:
         ("sections=[owl-ft/dpo]", r"neither objectives .* nor teacher/objective pairs"),
         ("teachers.0.kind.type=magic", r"teachers\.0\.kind"),
         ("executor.kind=slurm", r"executor"),
+        ("evaluations.ff={type: freeform}", r"evaluations\.ff need a judge"),
+        ("evaluations.favorite.type=poll", r"evaluations\.favorite"),
+        ("data.prompts.type=poems", r"data\.prompts"),
+        ("data.checks=[{type: answer}]", r"an answer check needs cot prompts"),
+        ("data.checks=[{type: judge, rubric: x}]", r"exactly one of min_score"),
+        ("teachers.0.trait.category=misalignment", r"no evaluation measures its trait"),
     ],
 )
 def test_bad_overrides_are_explained(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(ExperimentConfig, TOY, [override])
+
+
+def test_kinds_default_to_numbers_and_preference_and_keep_their_settings() -> None:
+    cfg = load_config(ExperimentConfig, TOY, ["data.prompts.n_prompts=7"])
+    assert cfg.data.prompts.type == "numbers" and cfg.data.prompts.n_prompts == 7
+    assert all(e.type == "preference" for e in cfg.evaluations.values())
+    code = load_config(
+        ExperimentConfig, TOY, ["data.prompts={type: code, path: toy, n_prompts: 5}"]
+    )
+    assert code.data.prompts.type == "code"
