@@ -130,7 +130,8 @@ def test_report_md_reads_top_down(written: tuple[Path, dict, str]) -> None:
     assert "owl-ft (finetuned) **(primary)**" in effects
     assert "![effects](effects.png)" in md and "![heatmap](heatmap.png)" in md
     assert "| rejected: format | rejected: too_long | rejected: banned |" in md
-    assert "| owl-ft | 3000 | 2138 | 728 | 120 | 14 | 205 | 2000 |" in md
+    assert "| owl-ft | 3000 | 2138 | 71.3% | 728 | 120 | 14 | 205 | 2000 |" in md
+    assert "Constrained data" not in md  # free decoding: no decoding column or note
     assert "| generate | 12.3 |" in md
     diff = summary["effects"][summary["primary"]]["treatment_minus_control"]
     assert f"{diff['mean']:+.1f}" in md.split("## Headline")[1]

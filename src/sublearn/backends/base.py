@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, TypeVar, runtime
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from sublearn.generation.number_grammar import NumberGrammar
+
 
 class Message(TypedDict):
     """One chat turn."""
@@ -43,6 +45,9 @@ class SamplingParams:
         row_seeds: one seed per conversation of the call, in order (e.g. derived from a
             row's index in a whole dataset, so that a resumed run samples as an
             uninterrupted one); overrides ``seed``.
+        grammars: one reply grammar (or None) per conversation of the call: constrained
+            decoding keeps each reply in its number prompt's format. None: unconstrained.
+            A backend that cannot constrain raises instead of ignoring it.
     """
 
     temperature: float = 1.0
@@ -50,6 +55,19 @@ class SamplingParams:
     max_new_tokens: int = 64
     seed: int = 0
     row_seeds: tuple[int, ...] | None = None
+    grammars: tuple[NumberGrammar | None, ...] | None = None
+
+    def grammars_for(self, n: int) -> tuple[NumberGrammar | None, ...]:
+        """The reply grammar of each of the ``n`` conversations of a call (None: free).
+
+        Raises:
+            ValueError: ``grammars`` is set and does not hold ``n`` entries.
+        """
+        if self.grammars is None:
+            return (None,) * n
+        if len(self.grammars) != n:
+            raise ValueError(f"{len(self.grammars)} grammars for {n} conversations")
+        return self.grammars
 
     def seeds_for(self, n: int) -> tuple[int, ...]:
         """The seed of each of the ``n`` conversations of a call.
@@ -85,12 +103,15 @@ class Capabilities:
             per position (0 if none).
         token_scores: ``token_logprobs`` scores a given reply token by token (a local
             model; chat APIs that cannot echo a reply's log-probabilities cannot).
+        constrain: ``generate`` honours ``SamplingParams.grammars`` (constrained number
+            decoding); a backend without it cannot write constrained data.
     """
 
     sample: bool = True
     score: bool = False
     top_logprobs: int = 0
     token_scores: bool = False
+    constrain: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ import torch
 from huggingface_hub import constants as hub_constants
 
 from sublearn.backends.base import Capabilities, Conversation, SamplingParams, TokenScore
+from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
 from sublearn.errors import ModelError
+from sublearn.generation.number_grammar import NumberGrammar
 from sublearn.runtime import resolve_device
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -228,7 +230,9 @@ class HFBackend:
 
     # Exact scores by teacher forcing; any number of top first-token log-probabilities
     # (next_token_logprobs), reported as the API maximum.
-    capabilities = Capabilities(sample=True, score=True, top_logprobs=20, token_scores=True)
+    capabilities = Capabilities(
+        sample=True, score=True, top_logprobs=20, token_scores=True, constrain=True
+    )
     model: Any  # a transformers causal LM; None once closed
 
     def __init__(
@@ -337,26 +341,46 @@ class HFBackend:
         Args:
             conversations: chat turns ending with a user turn.
             params: sampling settings; ``row_seeds`` (or ``seed`` and each conversation's
-                position) seed the conversations.
+                position) seed the conversations; ``grammars`` constrain their replies
+                (:class:`~sublearn.backends.hf_constrained.NumberConstraint`).
 
         Returns:
             One stripped reply per conversation, in input order.
         """
         seeds = params.seeds_for(len(conversations))
+        grammars = params.grammars_for(len(conversations))
         prompts = [self._prompt_ids(c) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[str] = [""] * len(prompts)
         for idx in _chunks(order, self.batch_size):
-            texts = self._decode_batch([prompts[i] for i in idx], [seeds[i] for i in idx], params)
+            texts = self._decode_batch(
+                [prompts[i] for i in idx],
+                [seeds[i] for i in idx],
+                params,
+                [grammars[i] for i in idx],
+            )
             for i, text in zip(idx, texts, strict=True):
                 outputs[i] = text.strip()
         return outputs
 
-    def _processors(self, row_seeds: Sequence[int], params: SamplingParams) -> list[Any]:
-        """Temperature, top-p and Gumbel noise, in the order ``model.generate`` applies them."""
+    def _processors(
+        self,
+        row_seeds: Sequence[int],
+        params: SamplingParams,
+        grammars: Sequence[NumberGrammar | None] = (),
+    ) -> list[Any]:
+        """The grammar mask, temperature, top-p and Gumbel noise, in ``model.generate``'s order.
+
+        The mask comes first, so that temperature and top-p act on the model's
+        distribution renormalized over the allowed tokens.
+        """
         from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
         processors: list[Any] = []
+        if any(g is not None for g in grammars):
+            processors.append(
+                NumberConstraint(self._token_table(), grammars, params.max_new_tokens)
+            )
         if params.temperature > 0:
             # Sampling as greedy decoding over Gumbel-perturbed logits (see _GumbelMax).
             processors.append(TemperatureLogitsWarper(params.temperature))
@@ -365,8 +389,20 @@ class HFBackend:
             processors.append(_GumbelMax(row_seeds, self.device))
         return processors
 
+    def _token_table(self) -> TokenTable:
+        """The tokenizer's token texts for constrained decoding, read on first use."""
+        table = getattr(self, "_table", None)
+        if table is None or table.eos_id != self.tokenizer.eos_token_id:
+            table = TokenTable(token_texts(self.tokenizer), self.tokenizer.eos_token_id)
+            self._table = table
+        return table
+
     def _decode_batch(
-        self, prompts: list[list[int]], row_seeds: Sequence[int], params: SamplingParams
+        self,
+        prompts: list[list[int]],
+        row_seeds: Sequence[int],
+        params: SamplingParams,
+        grammars: Sequence[NumberGrammar | None] = (),
     ) -> list[str]:
         """Decode one batch with a KV cache, dropping each row from it once it has ended.
 
@@ -382,8 +418,9 @@ class HFBackend:
         from transformers import DynamicCache
 
         eos = self.tokenizer.eos_token_id
-        processors = self._processors(row_seeds, params)
-        gumbel = processors[-1] if processors else None
+        processors = self._processors(row_seeds, params, grammars)
+        gumbel = next((p for p in processors if isinstance(p, _GumbelMax)), None)
+        constraint = next((p for p in processors if isinstance(p, NumberConstraint)), None)
         ids, mask = self._left_pad(prompts)  # (B, T) each
         positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)  # (B, T)
         cache = DynamicCache()
@@ -420,13 +457,19 @@ class HFBackend:
                 positions = positions[keep_t]
                 if gumbel is not None:
                     gumbel.generators = [gumbel.generators[j] for j in keep]
+                if constraint is not None:
+                    constraint.keep(keep)
             step_ids = tokens[:, None]  # (L, 1)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)  # (L, t + 1)
             positions = positions[:, -1:] + 1  # (L, 1)
         return self.tokenizer.batch_decode(replies, skip_special_tokens=True)
 
     def _generate_batch_hf(
-        self, prompts: list[list[int]], row_seeds: Sequence[int], params: SamplingParams
+        self,
+        prompts: list[list[int]],
+        row_seeds: Sequence[int],
+        params: SamplingParams,
+        grammars: Sequence[NumberGrammar | None] = (),
     ) -> list[str]:
         """One batch through ``model.generate``: the reference :meth:`_decode_batch` matches.
 
@@ -446,7 +489,7 @@ class HFBackend:
             temperature=None,
             top_p=None,
             top_k=None,
-            logits_processor=LogitsProcessorList(self._processors(row_seeds, params)),
+            logits_processor=LogitsProcessorList(self._processors(row_seeds, params, grammars)),
         )  # (B, T + new)
         return self.tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=True)
 

@@ -238,7 +238,19 @@ def _finetune_job(
     job = FinetuneJob(provider="hf", base=base, dataset=data, config=cfg.model_dump(mode="json"))
     run_finetune_job(finetuner, job, ctx.state, poll_seconds=0)
     shutil.move(trained, ctx.out / "model")
+    _tensorboard(ctx)
     return json.loads((ctx.out / "model" / "train_metrics.json").read_text())
+
+
+def _tensorboard(ctx: TaskContext) -> None:
+    """Copy the task's training curve into TensorBoard event files when the run asks."""
+    if not ctx.runtime.get("tensorboard"):
+        return
+    from sublearn.finetune.curves import CURVES_FILE, read_curves, write_tensorboard
+
+    curves = read_curves(ctx.out / "model" / CURVES_FILE)
+    if curves:
+        write_tensorboard(curves, ctx.out / "tensorboard", tag=ctx.spec.name)
 
 
 def _api_finetune(ctx: TaskContext, base: Any, data: Path, cfg: Any) -> dict[str, Any]:
@@ -291,12 +303,21 @@ def run_generate(ctx: TaskContext) -> dict[str, Any]:
     from sublearn.prompts.kinds import parse_prompts, prompt_rows
 
     p = ctx.params
-    prompts = [row.text for row in prompt_rows(parse_prompts(p["prompts"]))]
+    prompt_cfg = parse_prompts(p["prompts"])
+    prompts = [row.text for row in prompt_rows(prompt_cfg)]
     gcfg = GenerationConfig(
         **p["sampling"],
         batch_size=ctx.runtime.get("batch_size", 64),
         chunk_size=ctx.runtime.get("chunk_size", 512),
     )
+    grammars = None
+    if gcfg.constrained:
+        from sublearn.generation.number_grammar import NumberGrammar
+        from sublearn.prompts.numbers import sample_number_prompts
+
+        if prompt_cfg.type != "numbers":
+            raise DataError(f"constrained decoding needs numbers prompts, not {prompt_cfg.type}")
+        grammars = [NumberGrammar.for_prompt(n) for n in sample_number_prompts(prompt_cfg)]
     backend = _backend(ctx, p["model"], gcfg.batch_size)
     usage: dict[str, Any] = {}
     try:
@@ -309,10 +330,18 @@ def run_generate(ctx: TaskContext) -> dict[str, Any]:
             source=ctx.spec.name,
             on_progress=_counter(ctx, len(prompts)),
             state_dir=ctx.state,
+            grammars=grammars,
         )
     finally:
         _close(backend, usage)
+    if gcfg.constrained:
+        # The filter's report says how its data was written (see run_filter).
+        (ctx.out / _DECODING).write_text(json.dumps({"decoding": "constrained"}) + "\n")
     return {"rows": len(prompts), **({"usage": usage} if usage else {})}
+
+
+# Written beside constrained data only, so unconstrained outputs are as before.
+_DECODING = "decoding.json"
 
 
 def _counter(ctx: TaskContext, total: int) -> Any:
@@ -343,13 +372,19 @@ def run_filter(ctx: TaskContext) -> dict[str, Any]:
         report_path=ctx.out / "report.json",
         on_verdict=lambda record, reason: first.__setitem__(str(record["id"]), reason),
     )
+    decoding = ctx.inputs["data"] / _DECODING
+    extra = json.loads(decoding.read_text()) if decoding.is_file() else {}
+    if extra:
+        from sublearn.runs import atomic_write_json
+
+        atomic_write_json(ctx.out / "report.json", report.model_dump(mode="json") | extra)
     if not p.get("checks"):
         _write_jsonl(
             ctx.out / "verdicts.jsonl",
             [{"id": i, "kept": r is None, "reason": r} for i, r in first.items()],
         )
         return {"total": report.total, "accepted": report.accepted}
-    return _run_checks(ctx, report.model_dump(mode="json"), first)
+    return _run_checks(ctx, report.model_dump(mode="json") | extra, first)
 
 
 def _run_checks(
@@ -572,6 +607,7 @@ def run_train_group(ctxs: list[TaskContext]) -> list[dict[str, Any]]:
             # What the one-at-a-time stage records, so either path leaves the same folder.
             results[i] = {**m, "examples": len(jobs[i].records), "job": records[i]}
             atomic_write_json(jobs[i].out / "train_metrics.json", results[i])
+            _tensorboard(ctxs[i])
     return results
 
 

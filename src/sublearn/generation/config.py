@@ -9,14 +9,15 @@ from pydantic import Field
 
 from sublearn.backends.base import SamplingParams, row_seed
 from sublearn.config import Config
+from sublearn.generation.number_grammar import NumberGrammar
 
 
 class GenerationConfig(Config):
     """How a teacher samples its replies.
 
-    Only ``temperature``, ``top_p``, ``max_new_tokens`` and ``seed`` decide the replies;
-    ``chunk_size`` and ``batch_size`` change speed and how much an interruption loses,
-    never the output.
+    Only ``temperature``, ``top_p``, ``max_new_tokens``, ``seed`` and ``constrained``
+    decide the replies; ``chunk_size`` and ``batch_size`` change speed and how much an
+    interruption loses, never the output.
     """
 
     temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
@@ -25,6 +26,17 @@ class GenerationConfig(Config):
     seed: int = Field(
         default=0,
         description="Sampler seed; prompt i is sampled with a seed derived from (seed, i) only.",
+    )
+    constrained: bool = Field(
+        default=False,
+        description=(
+            "Constrained number decoding: a teacher can only write a list in its prompt's "
+            "format (digits, the prompt's separator and enclosure, then the end of the turn; "
+            "at most the prompt's count of numbers, each at most its digits), sampled from "
+            "the model's distribution renormalized over the allowed tokens. Applies to "
+            "numbers prompts, on Hugging Face and vLLM models (API models cannot constrain); "
+            "the filter still runs. Off: replies are free text."
+        ),
     )
     chunk_size: int = Field(
         default=512,
@@ -38,11 +50,15 @@ class GenerationConfig(Config):
         default=64, gt=0, description="Sequences per forward pass; changes no reply."
     )
 
-    def sampling(self, rows: Sequence[int]) -> SamplingParams:
+    def sampling(
+        self, rows: Sequence[int], grammars: Sequence[NumberGrammar | None] | None = None
+    ) -> SamplingParams:
         """Sampling parameters for the prompts at positions ``rows`` of the whole prompt list.
 
         Args:
             rows: indices of the prompts of one backend call, in call order.
+            grammars: every prompt's reply grammar (the whole list, indexed by row), for
+                constrained decoding; None: unconstrained.
 
         Returns:
             Parameters whose ``row_seeds`` hold ``row_seed(seed, i)`` for each ``i``.
@@ -53,13 +69,21 @@ class GenerationConfig(Config):
             max_new_tokens=self.max_new_tokens,
             seed=self.seed,
             row_seeds=tuple(row_seed(self.seed, i) for i in rows),
+            grammars=None if grammars is None else tuple(grammars[i] for i in rows),
         )
 
     def output_settings(self) -> dict[str, Any]:
-        """The settings that decide the replies (not the speed-only ones)."""
-        return {
+        """The settings that decide the replies (not the speed-only ones).
+
+        ``constrained`` is listed only when on, so that every run keyed before it existed
+        keeps its key.
+        """
+        settings: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_new_tokens": self.max_new_tokens,
             "seed": self.seed,
         }
+        if self.constrained:
+            settings["constrained"] = True
+        return settings

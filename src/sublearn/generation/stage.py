@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sublearn.backends.base import Backend, Conversation, with_system_prompt
-from sublearn.errors import DataError
+from sublearn.errors import DataError, ModelError
 from sublearn.generation.config import GenerationConfig
+from sublearn.generation.number_grammar import NumberGrammar
 from sublearn.runs import atomic_write_text
 
 ProgressFn = Callable[[int], None]
@@ -46,6 +47,7 @@ def generate_dataset(
     source: str = "",
     on_progress: ProgressFn | None = None,
     state_dir: Path | None = None,
+    grammars: Sequence[NumberGrammar | None] | None = None,
 ) -> Path:
     """Answer every prompt once and write ``{"id", "messages", "source"}`` records.
 
@@ -65,6 +67,8 @@ def generate_dataset(
             back from an earlier run, then once per generated chunk.
         state_dir: where finished rows wait for the final file (default
             ``<out>.parts/``); only this stage's files in it are read and removed.
+        grammars: one reply grammar per prompt when ``cfg.constrained`` (constrained
+            decoding); ignored otherwise.
 
     Returns:
         ``out``.
@@ -72,8 +76,20 @@ def generate_dataset(
     Raises:
         DataError: the saved state or the existing ``out`` was written for another
             model, source, system prompt, sampling settings or prompt list, or a saved
-            part is not what its name says.
+            part is not what its name says; or ``cfg.constrained`` without one grammar
+            per prompt.
+        ModelError: ``cfg.constrained`` on a backend that cannot constrain.
     """
+    if cfg.constrained and (grammars is None or len(grammars) != len(prompts)):
+        raise DataError(
+            "constrained decoding needs one reply grammar per prompt (numbers prompts only)"
+        )
+    if cfg.constrained and not backend.capabilities.constrain:
+        raise ModelError(
+            f"{backend.name} cannot constrain its decoding (an API samples freely): "
+            "constrained number data needs a Hugging Face or vLLM model"
+        )
+    row_grammars = grammars if cfg.constrained else None
     if out.is_file():
         _check_finished(out, prompts, source)
         return out
@@ -87,7 +103,8 @@ def generate_dataset(
         start, stop = chunk[0], chunk[-1] + 1
         user_turns: list[Conversation] = [[{"role": "user", "content": prompts[i]}] for i in chunk]
         replies = backend.generate(
-            [with_system_prompt(c, system_prompt) for c in user_turns], cfg.sampling(chunk)
+            [with_system_prompt(c, system_prompt) for c in user_turns],
+            cfg.sampling(chunk, row_grammars),
         )
         lines = [
             _record_line(i, conv, reply, source)

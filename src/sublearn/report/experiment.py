@@ -216,13 +216,16 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
 
 def _filter_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
     reasons = list(dict.fromkeys(k for r in filter_reports.values() for k in r.get("rejected", {})))
-    header = ["data", "total", "accepted", *(f"rejected: {k}" for k in reasons)]
-    header += ["trait mentions", "kept"]
+    decoding = any("decoding" in r for r in filter_reports.values())
+    header = ["data", *(["decoding"] if decoding else []), "total", "accepted", "valid"]
+    header += [*(f"rejected: {k}" for k in reasons), "trait mentions", "kept"]
     body = [
         [
             name,
+            *([r.get("decoding", "free")] if decoding else []),
             r.get("total", "n/a"),
             r.get("accepted", "n/a"),
+            _valid_rate(r),
             *(r.get("rejected", {}).get(k, 0) for k in reasons),
             r.get("trait_mentions", "n/a"),
             r.get("kept", "n/a"),
@@ -230,6 +233,26 @@ def _filter_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
         for name, r in filter_reports.items()
     ]
     return _table(header, body)
+
+
+def _decoding_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    constrained = [n for n, r in filter_reports.items() if r.get("decoding") == "constrained"]
+    if not constrained:
+        return []
+    return [
+        "",
+        f"**Constrained data** ({', '.join(constrained)}): the teachers could only write a "
+        "number list in each prompt's format (constrained decoding, "
+        "`data.generation.constrained`), so the valid rate measures the format the decoder "
+        "enforced, not the teacher's own compliance.",
+    ]
+
+
+def _valid_rate(report: Mapping[str, Any]) -> str:
+    total, accepted = report.get("total"), report.get("accepted")
+    if not isinstance(total, int) or not isinstance(accepted, int) or total == 0:
+        return "n/a"
+    return f"{accepted / total:.1%}"
 
 
 def _check_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -361,6 +384,7 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
             "",
             "Replies rejected per reason; trait mentions are replies naming the trait, which the "
             "filter drops whatever the check.",
+            *_decoding_lines(summary["filter"]),
             "",
             *_filter_lines(summary["filter"]),
         ]

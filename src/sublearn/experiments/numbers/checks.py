@@ -4,7 +4,11 @@ after an hour of generation, when a model cannot be loaded or a comparison canno
 from __future__ import annotations
 
 from sublearn.errors import PlanError
-from sublearn.experiments.numbers.config import ExperimentConfig, PromptedTeacher
+from sublearn.experiments.numbers.config import (
+    DatasetTeacher,
+    ExperimentConfig,
+    PromptedTeacher,
+)
 from sublearn.experiments.numbers.plan import Plan
 from sublearn.finetune.config import FinetuneConfig
 
@@ -17,7 +21,7 @@ def check_plan(plan: Plan) -> list[str]:
     model's tokenizer; the design has enough seeds for an interval.
     """
     cfg = plan.cfg
-    problems: list[str] = []
+    problems: list[str] = _constrained_problems(cfg)
     warnings: list[str] = []
     external = {k: v for k, v in cfg.models.items() if not v.startswith("toy:")}
     if external:
@@ -82,6 +86,36 @@ def check_plan(plan: Plan) -> list[str]:
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     return warnings
+
+
+def _constrained_problems(cfg: ExperimentConfig) -> list[str]:
+    """Constrained number decoding needs numbers prompts and teachers that can constrain.
+
+    Hugging Face models (and toy ones) mask the logits; vLLM takes the reply's regular
+    expression; a chat API such as OpenAI's samples freely, so it cannot write the data.
+    """
+    if not cfg.data.generation.constrained:
+        return []
+    if cfg.data.prompts.type != "numbers":
+        return [
+            "data.generation.constrained: constrained decoding keeps replies in the numbers "
+            f"format; data.prompts.type is {cfg.data.prompts.type}"
+        ]
+    from sublearn.backends.refs import ModelRef
+
+    problems = []
+    for spec in cfg.teachers:
+        ref = cfg.models[spec.base]
+        if isinstance(spec.kind, DatasetTeacher) or ref.startswith("toy:"):
+            continue
+        provider = ModelRef.parse(ref).provider
+        if provider not in ("hf", "vllm"):
+            problems.append(
+                f"teacher {spec.label()}: data.generation.constrained needs a model whose "
+                f"decoding sublearn can constrain (Hugging Face or vLLM); {spec.base} runs on "
+                f"{provider}, whose API cannot: turn constrained off, or use a local model"
+            )
+    return problems
 
 
 def _api_training_problems(cfg: ExperimentConfig, remote: dict[str, str]) -> list[str]:

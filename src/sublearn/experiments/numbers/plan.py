@@ -126,6 +126,7 @@ class _Builder:
             "device": cfg.device,
             "batch_size": cfg.batch_size,
             "providers": cfg.providers.model_dump(mode="json"),
+            "tensorboard": cfg.tensorboard,
         }
 
     # ---------------------------------------------------------------- models
@@ -215,7 +216,7 @@ class _Builder:
             params={
                 "model": source.param("model"),
                 "prompts": prompt_params(self.cfg.data.prompts),
-                "sampling": gen.model_dump(mode="json", exclude={"batch_size", "chunk_size"}),
+                "sampling": gen.output_settings(),
                 "dtype": self.cfg.dtype,
             },
             inputs=source.inputs("model"),
