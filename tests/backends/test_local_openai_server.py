@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -22,10 +21,11 @@ from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
 from sublearn.backends.base import Conversation
-from sublearn.backends.local_openai_server import (
+from sublearn.backends.openai_api import request_key
+from tests.support.openai_server import (
     LocalServer,
     LocalServerError,
-    request_key,
+    checkout_env,
     server_command,
     start_local_server,
 )
@@ -387,7 +387,7 @@ def test_the_command_line_prints_its_address_and_stops_on_sigterm(tmp_path: Path
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, **_ENV},
+        env=checkout_env(_ENV),
     )
     try:
         assert process.stdout is not None

@@ -18,10 +18,10 @@ import pytest
 
 from sublearn.backends.base import Conversation, SamplingParams
 from sublearn.backends.hf import HFBackend
-from sublearn.backends.local_openai_server import LocalServer, start_local_server
 from sublearn.backends.openai_api import OpenAIBackend, OpenAISettings, RequestLog
 from sublearn.backends.registry import open_backend
 from sublearn.errors import ConfigError, ModelError
+from tests.support.openai_server import LocalServer, start_local_server
 
 KEY_ENV = "SUBLEARN_TEST_OPENAI_KEY"
 KEY = "sk-test-7c1e0d5b-not-a-real-key"

@@ -2,7 +2,7 @@
 
 ``VLLMServerConfig.command`` replaces vLLM's launch command, so the launcher's own work
 (free port, process group, readiness wait, adapters, stop, errors) runs here against
-:mod:`sublearn.backends.local_openai_server`, which answers vLLM's routes.
+:mod:`tests.support.openai_server`, which answers vLLM's routes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sublearn.backends.vllm_server import (
     shutdown_all,
 )
 from sublearn.errors import ModelError
+from tests.support.openai_server import checkout_env
 
 
 def local_command(workdir: Path) -> list[str]:
@@ -34,7 +35,7 @@ def local_command(workdir: Path) -> list[str]:
     return [
         "{python}",
         "-m",
-        "sublearn.backends.local_openai_server",
+        "tests.support.openai_server",
         "--host",
         "{host}",
         "--port",
@@ -47,7 +48,11 @@ def local_command(workdir: Path) -> list[str]:
 
 
 def local_cfg(tmp: Path, **update: Any) -> VLLMServerConfig:
-    return VLLMServerConfig(command=local_command(tmp / "work"), startup_timeout_s=60, **update)
+    # The test server lives in the checkout's tests package, not in sublearn.
+    env = {"PYTHONPATH": checkout_env()["PYTHONPATH"]}
+    return VLLMServerConfig(
+        command=local_command(tmp / "work"), startup_timeout_s=60, env=env, **update
+    )
 
 
 def _ended(pid: int, wait_s: float = 5.0) -> bool:

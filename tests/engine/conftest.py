@@ -1,4 +1,5 @@
-"""Shared fixture: the debug graph run once, uninterrupted, by the inline executor."""
+"""The engine's tests use the debug kinds; shared fixture: the debug graph run once,
+uninterrupted, by the inline executor."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import pytest
 
 from sublearn.engine.executors import InlineExecutor
 from tests.engine.graph_script import Run, run_graph
+from tests.support import debug_kinds
+
+debug_kinds.register()
 
 
 @pytest.fixture(scope="session")

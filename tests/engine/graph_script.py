@@ -1,6 +1,7 @@
 """A small graph of debug tasks, and a script that runs it (the subprocess of fault tests).
 
-Run as ``python tests/engine/graph_script.py --store DIR [--die a:step:1] ...``. Tests
+Run as ``python -m tests.engine.graph_script --store DIR [--die a:step:1] ...`` from the
+checkout (importing this module registers the debug kinds). Tests
 import :func:`build_graph`, :func:`snapshot` and :func:`leftovers` from here so the
 script and the tests build the same graph.
 """
@@ -18,6 +19,9 @@ from sublearn.engine.executors import Executor, ProcessExecutor, execute_group, 
 from sublearn.engine.runner import TaskRecord, run_plan
 from sublearn.engine.store import DONE, Store
 from sublearn.engine.task import Reporter, Task, TaskSpec
+from tests.support import debug_kinds
+
+debug_kinds.register()
 
 Run = tuple[Store, dict[str, TaskRecord]]
 

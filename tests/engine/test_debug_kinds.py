@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sublearn.engine.debug_kinds import read_log
 from sublearn.engine.executors import execute_task
 from sublearn.engine.store import Store
 from sublearn.engine.task import Task
+from tests.support.debug_kinds import read_log
 
 
 def test_write_and_sum_outputs(tmp_path: Path) -> None:

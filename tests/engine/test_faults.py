@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from sublearn.engine.debug_kinds import read_log
 from sublearn.engine.executors import InlineExecutor
 from sublearn.engine.runner import run_plan
 from sublearn.engine.store import Store
 from sublearn.engine.task import Task, topological
 from tests.engine.graph_script import Run, build_graph, leftovers, snapshot
+from tests.support.checkout import checkout_env
+from tests.support.debug_kinds import read_log
 
-SCRIPT = Path(__file__).with_name("graph_script.py")
 ORDER = ["a", "b", "c", "d"]  # the graph's tasks, inputs first (how the serial run goes)
 STEPS = {"a": 3, "c": 2}
 
@@ -41,9 +41,12 @@ KILL_POINTS = [
 
 
 def _script(store: Path, log: Path, *args: str, wait: bool = True) -> subprocess.Popen:
-    command = [sys.executable, str(SCRIPT), "--store", str(store), "--log", str(log), *args]
+    command = [sys.executable, "-m", "tests.engine.graph_script", "--store", str(store)]
+    command += ["--log", str(log), *args]
     # Its own session: a kill of its process group reaches nothing of the test's.
-    proc = subprocess.Popen(command, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, start_new_session=True, stderr=subprocess.PIPE, text=True, env=checkout_env()
+    )
     if wait:
         proc.wait(timeout=120)
     return proc

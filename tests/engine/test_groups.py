@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sublearn.engine.debug_kinds import read_log
 from sublearn.engine.executors import InlineExecutor, ProcessExecutor
 from sublearn.engine.runner import MAX_GROUP, _units, run_plan
 from sublearn.engine.store import Store
 from sublearn.engine.task import Task
 from tests.engine.graph_script import SerialExecutor, leftovers, snapshot
+from tests.support.debug_kinds import read_log
 
 
 def _graph(log: Path, group: str | None, n: int = 6, **runtime: object) -> list[Task]:

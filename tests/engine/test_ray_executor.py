@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from sublearn.engine.debug_kinds import read_log
 from sublearn.engine.executors import RayExecutorConfig, make_executor
 from sublearn.engine.runner import run_plan
 from sublearn.engine.store import Store
 from sublearn.engine.task import Task
 from tests.engine.graph_script import Run, comparable, leftovers, run_graph, snapshot
+from tests.support.debug_kinds import read_log
 
 ray = pytest.importorskip("ray")
 

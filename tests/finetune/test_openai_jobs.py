@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from sublearn.backends.base import SamplingParams
-from sublearn.backends.local_openai_server import LocalServer, start_local_server
 from sublearn.backends.openai_api import OpenAIBackend, OpenAISettings
 from sublearn.errors import DataError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.openai_jobs import OpenAIFinetuner, validate_chat_file
 from sublearn.finetune.protocol import FinetuneError, FinetuneJob, run_finetune_job
+from tests.support.openai_server import LocalServer, start_local_server
 
 KEY_ENV = "SUBLEARN_TEST_OPENAI_KEY"
 CFG = FinetuneConfig(objective="sft", epochs=1, seed=3).model_dump(mode="json")

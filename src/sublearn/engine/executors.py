@@ -71,9 +71,9 @@ def execute_group(
         contexts = [_context(store, spec, reporter) for spec in todo]
         started = time.time()
         if len(contexts) == 1:
-            results = [task_function(todo[0].kind)(contexts[0]) or {}]
+            results = [task_function(todo[0])(contexts[0]) or {}]
         elif contexts:
-            results = group_function(todo[0].kind)(contexts)
+            results = group_function(todo[0])(contexts)
         else:
             results = []
         share = (time.time() - started) / max(1, len(todo))

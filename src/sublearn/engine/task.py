@@ -7,7 +7,9 @@ left out of the key.
 
 The function that runs a kind is named by a ``"module:function"`` string in
 :data:`KINDS` and imported only when a task of that kind runs, in whichever process runs
-it, so heavy dependencies load where they are used.
+it, so heavy dependencies load where they are used. A task's spec carries those strings
+to the worker, so a kind added with :func:`register_kind` (the tests' debug kinds) runs
+in worker processes that never registered it.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ KINDS: dict[str, tuple[str, int]] = {
     "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),
     "defend": ("sublearn.engine.kinds:run_defend", 1),
     "loss": ("sublearn.engine.kinds:run_loss", 1),
-    # Cheap kinds for testing the engine itself.
-    "debug.write": ("sublearn.engine.debug_kinds:run_write", 1),
-    "debug.sum": ("sublearn.engine.debug_kinds:run_sum", 1),
 }
 
 # Kinds whose compatible tasks may run as one group (e.g. students trained as one batched
@@ -43,11 +42,26 @@ KINDS: dict[str, tuple[str, int]] = {
 # write exactly what each would alone; grouping only changes speed.
 GROUPED: dict[str, tuple[str, str]] = {
     "train": ("sublearn.engine.kinds:train_group_key", "sublearn.engine.kinds:run_train_group"),
-    "debug.sum": (
-        "sublearn.engine.debug_kinds:sum_group_key",
-        "sublearn.engine.debug_kinds:run_sum_group",
-    ),
 }
+
+
+def register_kind(
+    kind: str, function: str, version: int, group: tuple[str, str] | None = None
+) -> None:
+    """Add a task kind (tests add cheap debug kinds this way); registering again replaces it.
+
+    Args:
+        kind: the kind's name.
+        function: ``"module:function"`` that runs one task; the module must be importable
+            in the processes that run tasks.
+        version: bumped when the kind's code changes what it writes for the same params.
+        group: ``("module:group_key", "module:run_group")`` if its tasks may run as groups.
+    """
+    KINDS[kind] = (function, version)
+    if group is None:
+        GROUPED.pop(kind, None)
+    else:
+        GROUPED[kind] = group
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,12 +107,18 @@ class Task:
             params=self.params,
             inputs={role: t.id for role, t in self.inputs.items()},
             runtime=self.runtime,
+            function=KINDS[self.kind][0],
+            group_function=GROUPED[self.kind][1] if self.kind in GROUPED else None,
         )
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A task as workers see it: inputs named by store id instead of by object."""
+    """A task as workers see it: inputs named by store id instead of by object.
+
+    ``function`` and ``group_function`` name what runs it (``"module:function"``); empty,
+    the kind's entry in :data:`KINDS` / :data:`GROUPED` of the worker's process is used.
+    """
 
     kind: str
     name: str
@@ -106,6 +126,8 @@ class TaskSpec:
     params: dict[str, Any]
     inputs: dict[str, str]
     runtime: dict[str, Any]
+    function: str = ""
+    group_function: str | None = None
 
     @property
     def id(self) -> str:
@@ -152,9 +174,9 @@ class TaskContext:
 TaskFn = Callable[[TaskContext], dict[str, Any] | None]
 
 
-def task_function(kind: str) -> TaskFn:
-    """Import the function that runs ``kind``."""
-    return _load(KINDS[kind][0])
+def task_function(spec: TaskSpec) -> TaskFn:
+    """Import the function that runs ``spec``."""
+    return _load(spec.function or KINDS[spec.kind][0])
 
 
 GroupFn = Callable[[list[TaskContext]], list[dict[str, Any]]]
@@ -172,9 +194,9 @@ def group_key(spec: TaskSpec) -> str | None:
     return _load(GROUPED[spec.kind][0])(spec.params)
 
 
-def group_function(kind: str) -> GroupFn:
-    """Import the function that runs a group of ``kind`` tasks."""
-    return _load(GROUPED[kind][1])
+def group_function(spec: TaskSpec) -> GroupFn:
+    """Import the function that runs a group of tasks of ``spec``'s kind."""
+    return _load(spec.group_function or GROUPED[spec.kind][1])
 
 
 def topological(tasks: list[Task]) -> list[Task]:

@@ -18,7 +18,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sublearn.backends.local_openai_server import LocalServer, start_local_server
 from sublearn.cli.main import app
 from sublearn.config import load_config
 from sublearn.errors import BudgetError, ConfigError
@@ -32,6 +31,7 @@ from tests.experiments.numbers.conftest import (
     api_overrides,
     micro_overrides,
 )
+from tests.support.openai_server import LocalServer, start_local_server
 
 KEY_ENV = "SUBLEARN_TEST_API_KEY"
 KEY = "sk-test-5f0e1c9d-never-written"

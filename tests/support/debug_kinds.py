@@ -15,6 +15,11 @@ them on for one run of a graph without changing any task's key:
 
 Outputs depend only on params and input contents, so any executor, any interruption and
 any resume give byte-identical folders.
+
+They are not in the package's kind table: a test that uses them calls :func:`register`
+(``tests/engine/conftest.py`` does, for the engine's tests). Workers find the functions
+through the ``"module:function"`` strings each task's spec carries, so this module must be
+importable where tasks run (from the checkout: ``tests`` is a package).
 """
 
 from __future__ import annotations
@@ -27,10 +32,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sublearn.engine.task import TaskContext
+from sublearn.engine.task import TaskContext, register_kind
 from sublearn.runs import atomic_write_json
 
 _SLICE = 0.01  # seconds; a kill during a step lands between slices, never after a whole step
+_MODULE = "tests.support.debug_kinds"  # as workers import it
+
+
+def register() -> None:
+    """Add ``debug.write`` and ``debug.sum`` to the engine's kinds (idempotent)."""
+    register_kind("debug.write", f"{_MODULE}:run_write", 1)
+    register_kind(
+        "debug.sum",
+        f"{_MODULE}:run_sum",
+        1,
+        group=(f"{_MODULE}:sum_group_key", f"{_MODULE}:run_sum_group"),
+    )
 
 
 def run_write(ctx: TaskContext) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Test-only code: debug task kinds and a local OpenAI-compatible server."""
