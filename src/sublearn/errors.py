@@ -42,3 +42,24 @@ class NotEnoughRowsError(SublearnError, ValueError):
 
 class BudgetError(SublearnError, RuntimeError):
     """A run that would spend, or has spent, more than its ``budget_usd`` on paid APIs."""
+
+
+class ProviderError(SublearnError, RuntimeError):
+    """A remote model's server failed: unreachable, timed out, erring, or answering nonsense.
+
+    Raised after the client's own retries. Its arguments are plain strings, so it crosses
+    process boundaries (worker processes, Ray) unchanged, unlike the SDKs' exceptions.
+
+    Attributes:
+        model: the model reference (e.g. ``openai:gpt-4.1-nano``).
+        url: the server's base URL.
+    """
+
+    def __init__(self, message: str, model: str = "", url: str = "") -> None:
+        """Keep the message and what it is about as the exception's plain arguments."""
+        super().__init__(message, model, url)
+        self.model = model
+        self.url = url
+
+    def __str__(self) -> str:
+        return str(self.args[0])

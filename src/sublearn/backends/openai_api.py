@@ -29,14 +29,17 @@ import json
 import math
 import os
 import threading
+import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sublearn.backends.base import BackendBase, Capabilities, Conversation, SamplingParams
+from sublearn.backends.provider_errors import Endpoint, malformed, provider_errors
 from sublearn.config import Config
 from sublearn.errors import ConfigError, ModelError
 
@@ -77,6 +80,26 @@ class OpenAISettings(Config):
     poll_seconds: float = Field(
         default=30.0, gt=0, description="Wait between two status checks of a fine-tuning job."
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, url: str | None) -> str | None:
+        """A base URL the client can use: http(s), a host, a numeric port if any."""
+        if url is None:
+            return None
+        url = url.strip()
+        try:
+            parsed = urlsplit(url)
+            usable = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            parsed.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise ValueError(
+                f"{url!r} is not a server URL: write it as http://HOST:PORT/v1 (e.g. "
+                "http://127.0.0.1:8000/v1)"
+            )
+        return url
 
     def api_key(self) -> str:
         """The key from the environment.
@@ -163,6 +186,10 @@ def empty_usage() -> dict[str, int]:
     return {"requests": 0, "logged": 0, "input_tokens": 0, "output_tokens": 0}
 
 
+class ProviderFallbackWarning(UserWarning):
+    """A server lacks a capability and sublearn works around it (e.g. one reply per request)."""
+
+
 class OpenAIBackend(BackendBase):
     """A chat model behind an OpenAI-compatible API.
 
@@ -202,6 +229,7 @@ class OpenAIBackend(BackendBase):
         self.log = RequestLog(request_log)
         self._client = client if client is not None else self.settings.client()
         self._usage_lock = threading.Lock()
+        self.ignores_n = False
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -219,35 +247,9 @@ class OpenAIBackend(BackendBase):
             with self._usage_lock:
                 self.usage["logged"] += 1
             return logged
-        import openai
-
-        try:
+        with provider_errors(self.endpoint):
             response = self._client.chat.completions.create(**body)
-        except openai.NotFoundError as err:
-            raise ModelError(
-                f"model {self.model!r} not found at {self._where()}: {_reason(err)}"
-            ) from None
-        except openai.AuthenticationError as err:
-            raise ConfigError(
-                f"the server at {self._where()} refused the key in "
-                f"{self.settings.api_key_env}: {_reason(err)}"
-            ) from None
-        except openai.BadRequestError as err:
-            raise ModelError(
-                f"{self._where()} rejected a request to {self.model}: {_reason(err)}"
-            ) from None
-        choices = sorted(response.choices, key=lambda c: c.index)
-        usage = response.usage
-        entry = {
-            "key": key,
-            "replies": [c.message.content or "" for c in choices],
-            "finish_reasons": [c.finish_reason for c in choices],
-            "top_logprobs": _first_top_logprobs(choices[0]),
-            "usage": {
-                "input_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-                "output_tokens": getattr(usage, "completion_tokens", 0) or 0,
-            },
-        }
+        entry = {"key": key, **self._read(response)}
         self.log.add(entry)
         with self._usage_lock:
             self.usage["requests"] += 1
@@ -255,15 +257,60 @@ class OpenAIBackend(BackendBase):
             self.usage["output_tokens"] += entry["usage"]["output_tokens"]
         return entry
 
+    def _read(self, response: Any) -> dict[str, Any]:
+        """A log entry's fields from a chat completion; a malformed one is a ProviderError."""
+        try:
+            choices = sorted(response.choices, key=lambda c: c.index)
+            if not choices:
+                raise ValueError("no choices")
+            usage = response.usage
+            return {
+                "replies": [_text(c.message.content) for c in choices],
+                "finish_reasons": [c.finish_reason for c in choices],
+                "top_logprobs": _first_top_logprobs(choices[0]),
+                "usage": {
+                    "input_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                    "output_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+                },
+            }
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError) as err:
+            raise malformed(self.endpoint, f"{type(err).__name__}: {err}") from None
+
     def _map(self, fn: Callable[[dict[str, Any]], Any], bodies: list[dict[str, Any]]) -> list:
+        """``fn`` over ``bodies``, ``max_concurrency`` at once, results in order.
+
+        On the first failure the requests not yet sent are dropped and the ones in flight
+        are let finish (so their answers are logged) before the error is raised: a dead
+        server fails the call after one request's retries, not after every request's.
+        """
         workers = min(self.settings.max_concurrency, max(1, len(bodies)))
         if workers == 1:
             return [fn(b) for b in bodies]
         with ThreadPoolExecutor(workers, thread_name_prefix="openai") as pool:
-            return list(pool.map(fn, bodies))
+            futures = [pool.submit(fn, b) for b in bodies]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in pending:
+                future.cancel()
+            for future in futures:
+                if future in done and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            return [f.result() for f in futures]
 
     def _where(self) -> str:
         return self.settings.base_url or "the OpenAI API"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The model and server, as error messages name them."""
+        provider = self.name.partition(":")[0]
+        return Endpoint(
+            model=self.name,
+            url=self.settings.base_url,
+            settings=f"providers.{provider}",
+            key_env=self.settings.api_key_env,
+            retries=self.settings.max_retries,
+            timeout_s=self.settings.timeout_s,
+        )
 
     # -------------------------------------------------------------- the protocol
 
@@ -273,43 +320,75 @@ class OpenAIBackend(BackendBase):
         A run of identical conversations (an evaluation's samples of one question) is one
         request with ``n`` replies when ``samples_per_request`` allows, so its prompt is
         paid once; any other conversation is its own request, seeded with its row's seed.
-        Providers treat ``seed`` as best effort: a resumed run reuses logged replies, so
-        it never depends on the provider reproducing one.
+        A server that answers such a request with fewer replies than ``n`` (llama.cpp's
+        gives one) gets the missing samples asked one request each, with their own
+        seeds, and from then on this backend sends every sample alone (a warning says so
+        once). Providers treat ``seed`` as best effort: a resumed run reuses logged
+        replies, so it never depends on the provider reproducing one.
         """
         seeds = params.seeds_for(len(conversations))
+        per_request = 1 if self.ignores_n else self.settings.samples_per_request
         groups: list[list[int]] = []
         for i, conversation in enumerate(conversations):
             last = groups[-1] if groups else None
             if (
                 last is not None
-                and len(last) < self.settings.samples_per_request
+                and len(last) < per_request
                 and conversations[last[0]] == conversation
             ):
                 last.append(i)
             else:
                 groups.append([i])
-        bodies = []
-        for group in groups:
-            body = {
-                "model": self.model,
-                "messages": list(conversations[group[0]]),
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "max_tokens": params.max_new_tokens,
-                "seed": seeds[group[0]],
-            }
-            if len(group) > 1:
-                body["n"] = len(group)
-            bodies.append(body)
+        bodies = [
+            self._sample_body(conversations[g[0]], params, seeds[g[0]], len(g)) for g in groups
+        ]
         replies: list[str] = [""] * len(conversations)
+        missing: list[int] = []
         for group, entry in zip(groups, self._map(self._ask, bodies), strict=True):
-            if len(entry["replies"]) != len(group):
-                raise ModelError(
-                    f"{self._where()} returned {len(entry['replies'])} replies for n={len(group)}"
-                )
-            for i, reply in zip(group, entry["replies"], strict=True):
+            got = entry["replies"]
+            if len(got) > len(group):
+                raise malformed(self.endpoint, f"{len(got)} replies for n={len(group)}")
+            for i, reply in zip(group, got, strict=False):
                 replies[i] = reply
+            missing += group[len(got) :]
+        if missing:
+            self._fall_back_to_single_samples()
+            singles = [self._sample_body(conversations[i], params, seeds[i], 1) for i in missing]
+            for i, entry in zip(missing, self._map(self._ask, singles), strict=True):
+                if len(entry["replies"]) != 1:
+                    raise malformed(self.endpoint, f"{len(entry['replies'])} replies for one")
+                replies[i] = entry["replies"][0]
         return replies
+
+    def _sample_body(
+        self, conversation: Conversation, params: SamplingParams, seed: int, n: int
+    ) -> dict[str, Any]:
+        """The request for ``n`` sampled replies to one conversation."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(conversation),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+            "seed": seed,
+        }
+        if n > 1:
+            body["n"] = n
+        return body
+
+    def _fall_back_to_single_samples(self) -> None:
+        """Send every sample alone from now on, and say so (once per server and model)."""
+        if self.ignores_n:
+            return
+        self.ignores_n = True
+        warnings.warn(
+            f"{self.name}: the server at {self._where()} answers fewer replies than n asks "
+            "for; sending one request per sample instead (set "
+            f"providers.{self.name.partition(':')[0]}.samples_per_request: 1 to skip the "
+            "first tries)",
+            ProviderFallbackWarning,
+            stacklevel=3,
+        )
 
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
         """Log-probability of each candidate as the reply's first token.
@@ -359,10 +438,10 @@ def _candidate_logprob(top: list[list[Any]], candidate: str) -> float:
     return math.log(mass) if mass > 0 else -math.inf
 
 
-def _reason(err: Any) -> str:
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            return str(message)
-    return str(err)
+def _text(content: Any) -> str:
+    """A reply's text; anything but a string (or None, an empty reply) is malformed."""
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise TypeError(f"message content is {type(content).__name__}, not text")
+    return content

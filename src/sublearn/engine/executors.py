@@ -10,9 +10,12 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
 from typing import Annotated, Any, Literal, Protocol
@@ -113,6 +116,39 @@ def _summary(marker: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": marker.get("seconds", 0.0), "result": marker.get("result", {})}
 
 
+class TaskError(RuntimeError):
+    """A task's exception that could not travel back from its worker as itself.
+
+    Exceptions cross process boundaries by pickling; some libraries' do not survive it
+    (their constructors take keyword-only arguments), which would break the process pool
+    and hide the cause. This one carries the original's type, message and traceback as
+    text; sublearn's own errors always travel as themselves.
+    """
+
+
+def portable(err: BaseException) -> BaseException:
+    """``err`` itself when it survives pickling, else a :class:`TaskError` describing it."""
+    try:
+        copy = pickle.loads(pickle.dumps(err))
+    except Exception:  # any failure to pickle or to rebuild: send a description instead
+        copy = None
+    if type(copy) is type(err) and str(copy) == str(err):
+        return err
+    described = "".join(traceback.format_exception(err)).rstrip()
+    return TaskError(f"{type(err).__name__}: {err}\n\nin the worker:\n{described}")
+
+
+def run_portably(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` in a worker; an exception it raises is made :func:`portable` first."""
+    try:
+        return fn(*args)
+    except Exception as err:
+        carried = portable(err)
+        if carried is err:
+            raise
+        raise carried from None
+
+
 class Executor(Protocol):
     """Runs task specs; ``capacity`` of them at once."""
 
@@ -209,11 +245,11 @@ class ProcessExecutor:
 
     def submit(self, spec: TaskSpec, store_root: str, reporter: Reporter) -> Future:
         """Queue the task on the pool."""
-        return self.pool.submit(execute_task, spec, store_root)
+        return self.pool.submit(run_portably, execute_task, spec, store_root)
 
     def submit_group(self, specs: list[TaskSpec], store_root: str, reporter: Reporter) -> Future:
         """Queue a group of tasks on one worker."""
-        return self.pool.submit(execute_group, specs, store_root)
+        return self.pool.submit(run_portably, execute_group, specs, store_root)
 
     def close(self, cancel: bool = False) -> None:
         """Shut the pool down; with ``cancel``, kill running workers too."""

@@ -22,7 +22,12 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from sublearn.engine.executors import RayExecutorConfig, execute_group, execute_task
+from sublearn.engine.executors import (
+    RayExecutorConfig,
+    execute_group,
+    execute_task,
+    run_portably,
+)
 from sublearn.engine.task import Reporter, TaskSpec
 
 # Environment of a local instance, set while it starts (its processes inherit it).
@@ -57,8 +62,30 @@ def _run_on_worker(
     # Workers are reused across tasks of different sizes: set the threads every time.
     configure_threads(threads)
     if isinstance(spec, list):
-        return execute_group(spec, store_root)
-    return execute_task(spec, store_root)
+        return run_portably(execute_group, spec, store_root)
+    return run_portably(execute_task, spec, store_root)
+
+
+def _settle(future: Future, ray_future: Future) -> None:
+    """Pass Ray's outcome on; a sublearn error comes out as itself.
+
+    Ray raises a task's error as a ``RayTaskError`` that also subclasses the error's own
+    class, but whose message is the worker's whole traceback. A user's error (a
+    :class:`~sublearn.errors.SublearnError`, e.g. a server that does not answer) must
+    read as its one-line message, as under the other executors; bugs keep Ray's
+    traceback.
+    """
+    from sublearn.errors import SublearnError
+
+    if ray_future.cancelled():
+        future.cancel()
+        return
+    err = ray_future.exception()
+    if err is None:
+        future.set_result(ray_future.result())
+        return
+    cause = getattr(err, "cause", None)
+    future.set_exception(cause if isinstance(cause, SublearnError) else err)
 
 
 @contextlib.contextmanager
@@ -151,8 +178,9 @@ class RayExecutor:
 
     def _start(self, payload: TaskSpec | list[TaskSpec], store_root: str) -> Future:
         ref = self._remote.remote(payload, store_root, self._threads)
-        future: Future = ref.future()
+        future: Future = Future()
         self._running[future] = ref
+        ref.future().add_done_callback(lambda done: _settle(future, done))
         future.add_done_callback(lambda done: self._running.pop(done, None))
         return future
 
