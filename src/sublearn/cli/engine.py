@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from sublearn.cli.options import OutOption, SetOption, console, user_errors
-from sublearn.config import load_config
 from sublearn.errors import ConfigError
 from sublearn.presets import preset_path
 
@@ -19,9 +18,9 @@ ConfigArg = Annotated[Path, typer.Argument(help="Experiment YAML (see configs/).
 
 
 def _load(path: Path, overrides: list[str] | None) -> Any:
-    from sublearn.experiments.numbers.config import ExperimentConfig
+    from sublearn.api import load_experiment
 
-    return load_config(ExperimentConfig, path, overrides or [])
+    return load_experiment(path, overrides or [])
 
 
 def _setup(threads: int | None) -> None:
@@ -32,14 +31,12 @@ def _setup(threads: int | None) -> None:
 
 
 def _run(path: Path, overrides: list[str] | None, out: Path | None, command: str) -> None:
-    from sublearn.experiments.numbers.experiment import run_experiment
-    from sublearn.runs import prepare_run_dir
+    from sublearn.api import run as run_api
 
     cfg = _load(path, overrides)
-    _setup(cfg.threads)
-    run_dir = prepare_run_dir(out or Path("runs") / cfg.name, cfg, command)
+    run_dir = out or Path("runs") / cfg.name
     console.print(f"run folder: [bold]{run_dir}[/]  store: [bold]{cfg.store}[/]")
-    run_experiment(cfg, run_dir, console)
+    run_api(cfg, run_dir, console=console, command=command)
 
 
 def run(config: ConfigArg, set_: SetOption = None, out: OutOption = None) -> None:

@@ -6,6 +6,8 @@ import typer
 
 from sublearn import __version__
 from sublearn.cli import audit, defend, engine, lm, mnist, theory, toy
+from sublearn.cli.export import export as export_command
+from sublearn.cli.view import view as view_command
 
 app = typer.Typer(
     name="sublearn",
@@ -28,6 +30,8 @@ app.command("evaluate")(lm.evaluate)
 app.command("report")(engine.report)
 app.command("audit")(audit.audit)
 app.command("defend")(defend.defend)
+app.command("view")(view_command)
+app.command("export")(export_command)
 app.add_typer(toy.app, name="toy", help="Build and inspect the embedded toy world of tiny LMs.")
 
 

@@ -65,6 +65,7 @@ class MnistResult:
     steps: dict[str, int]
     seconds: dict[str, float]
     details: dict[str, object] = field(default_factory=dict)
+    curves: list[dict[str, object]] = field(default_factory=list)  # curves.jsonl rows
 
     def summary(self) -> dict[str, MeanCI]:
         """Mean and t-based 95% CI over the N models, per condition."""
@@ -207,7 +208,18 @@ def run_conditions(
         acc[s.name] = accuracy(s.model, data.x_test, data.y_test, chunk)
     t_end = time.perf_counter()
 
+    # Per step: the teachers' mean loss, then each student kind's; Adam's rate is constant.
+    curves: list[dict[str, object]] = [
+        {"step": i + 1, "loss": v, "lr": cfg.teacher_lr, "series": "teacher"}
+        for i, v in enumerate(teacher_losses)
+    ]
+    for i, per_student in enumerate(student_losses):
+        curves += [
+            {"step": i + 1, "loss": v, "lr": cfg.student_lr, "series": s.name}
+            for s, v in zip(students, per_student, strict=True)
+        ]
     return MnistResult(
+        curves=curves,
         accuracy={name: acc[name].numpy() for name in CONDITIONS},
         cross_init=cross_init,
         steps={"teacher": teacher_steps, "student": student_steps},
@@ -248,6 +260,7 @@ def per_model_csv(result: MnistResult) -> str:
 def write_outputs(result: MnistResult, out: Path, title: str) -> None:
     """Write ``summary.json``, ``per_model.csv``, ``timing.json`` and ``accuracy.png``."""
     from sublearn.experiments.mnist.plot import plot_accuracy
+    from sublearn.finetune.curves import CURVES_FILE, write_curves
 
     summary = result.summary()
     atomic_write_json(out / "summary.json", {k: v.to_dict() for k, v in summary.items()})
@@ -261,6 +274,7 @@ def write_outputs(result: MnistResult, out: Path, title: str) -> None:
             "cross_init": result.cross_init,
         },
     )
+    write_curves(out / CURVES_FILE, result.curves)  # pyright: ignore[reportArgumentType]
     plot_accuracy(summary, out / "accuracy.png", title=title)
 
 

@@ -276,6 +276,12 @@ class ExperimentConfig(Config):
         description="Train compatible students (full-weight KL, one recipe) as one batched "
         "model per worker; each comes out as if trained alone. Speed only.",
     )
+    tensorboard: bool = Field(
+        default=False,
+        description="Also write each fine-tune's loss and learning rate per step as TensorBoard "
+        "event files (the task's tensorboard/ folder in the store); needs the tensorboard "
+        "package. Every fine-tune writes model/curves.jsonl either way.",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda[:N] for every task.")
     threads: int | None = Field(
         default=None, gt=0, description="torch threads of the main process (None: one per core)."

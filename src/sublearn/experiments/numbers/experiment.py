@@ -217,7 +217,19 @@ def write_run_report(
     if plan.cfg.defences:
         summary["defences"] = _defences_report(plan, store, records, observations, run_dir, console)
         atomic_write_json(run_dir / "summary.json", summary)
+    _write_extras(run_dir)
     return summary
+
+
+def _write_extras(run_dir: Path) -> None:
+    """The training curves' figure and the self-contained report.html of the run."""
+    from sublearn.report.curves import append_curves_section, curves_figure, run_curves
+    from sublearn.runs import read_json
+    from sublearn.view.export_html import write_report_html
+
+    if curves_figure(run_curves(read_json(run_dir / "manifest.json")), run_dir / "curves.png"):
+        append_curves_section(run_dir / "report.md")
+    write_report_html(run_dir)
 
 
 def _defences_report(

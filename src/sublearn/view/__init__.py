@@ -1,0 +1,1 @@
+"""``sublearn view``: runs, sweeps and audits as web pages (a local server or report.html)."""
