@@ -31,7 +31,8 @@ KINDS: dict[str, tuple[str, int]] = {
     # 2: the number format is the reference's separator rule (one separator, exactly repeated).
     "filter": ("sublearn.engine.kinds:run_filter", 2),
     "pair": ("sublearn.engine.kinds:run_pair", 1),
-    "train": ("sublearn.engine.kinds:run_train", 1),
+    # 2: one learning-rate schedule for every trainer (KL warm-up as transformers', step/w).
+    "train": ("sublearn.engine.kinds:run_train", 2),
     "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),
     "defend": ("sublearn.engine.kinds:run_defend", 1),
     "loss": ("sublearn.engine.kinds:run_loss", 1),

@@ -23,7 +23,7 @@ from sublearn.backends.base import Conversation, with_system_prompt
 from sublearn.backends.hf import load_model_and_tokenizer, right_pad
 from sublearn.errors import ModelError
 from sublearn.finetune.config import FinetuneConfig
-from sublearn.finetune.curves import CURVES_FILE, CurveLog
+from sublearn.finetune.schedule import make_scheduler
 from sublearn.finetune.sft import loss_flags, peft_config, save_trained
 
 # One usable record: student ids, reply start, teacher ids, reply start, and per student
@@ -251,13 +251,12 @@ def train_kl(
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     params = [p for p in student.parameters() if p.requires_grad]
     optim = make_optimizer(params, cfg)
-    sched = _schedule(optim, cfg, total)
+    sched = make_scheduler(optim, cfg, total)
     rng = random.Random(cfg.seed)
     order: list[int] = []
     losses: list[float] = []
     pad = tokenizer.pad_token_id
-    curves = CurveLog(out / CURVES_FILE)
-    for step in range(total):
+    for _step in range(total):
         optim.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _micro in range(cfg.grad_accum):
@@ -279,10 +278,8 @@ def train_kl(
             step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optim.step()
-        curves.log(step + 1, step_loss, float(sched.get_last_lr()[0]))
         sched.step()
         losses.append(step_loss)
-    curves.close()
     student.eval()
     save_trained(student, tokenizer, cfg, out)
     return {
@@ -290,17 +287,3 @@ def train_kl(
         "steps": total,
         "examples": len(examples),
     }
-
-
-def _schedule(optim: torch.optim.Optimizer, cfg: FinetuneConfig, total: int):
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        if cfg.lr_scheduler == "constant":
-            return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-        if cfg.lr_scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return max(0.0, 1.0 - progress)
-
-    return torch.optim.lr_scheduler.LambdaLR(optim, factor)
