@@ -57,7 +57,8 @@ def test_kl_records_the_rate_each_step_used(
     out = finetune(micro_model, data, cfg, tmp_path / "kl", teacher_model=micro_model)
     curve = read_curves(out / CURVES_FILE)
     assert [r["step"] for r in curve] == [1, 2, 3, 4, 5]
-    assert curve[0]["lr"] == pytest.approx(1e-2 / 3)  # warmup step 1 of 2
+    # The rate each step used: warm-up from 0 over 2 steps, then linear decay to 0.
+    assert [r["lr"] for r in curve] == pytest.approx([0.0, 5e-3, 1e-2, 2e-3 / 0.3, 1e-2 / 3])
     assert curve[0]["loss"] == pytest.approx(0.0, abs=1e-6)  # a student equal to its teacher
 
 

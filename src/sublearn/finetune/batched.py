@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from sublearn.backends.hf import check_model_reference, load_model_and_tokenizer
 from sublearn.errors import PlanError
 from sublearn.finetune.config import FinetuneConfig
+from sublearn.finetune.curves import CURVES_FILE, write_curves
 from sublearn.finetune.distill import (
     Example,
     _encode,
@@ -1038,6 +1039,7 @@ def _train_group(
     optim = make_optimizer(leaves, cfg)
     sched = make_scheduler(optim, cfg, total)
     pad = tokenizer.pad_token_id
+    lrs: list[float] = []
     for step in range(total):
         optim.zero_grad(set_to_none=True)
         step_loss = torch.zeros(n, device=device)
@@ -1066,6 +1068,7 @@ def _train_group(
             step_loss += loss.detach()
         _clip_per_model(leaves, cfg.max_grad_norm)
         optim.step()
+        lrs.append(float(sched.get_last_lr()[0]))  # the rate this step used, for curves.jsonl
         sched.step()
         for s, value in zip(students, step_loss.tolist(), strict=True):
             s.losses.append(value)
@@ -1089,6 +1092,13 @@ def _train_group(
                 own[name].copy_(weights[i])
             model.eval()
             save_trained(model, tokenizers[path], s.job.cfg, s.job.out)
+            write_curves(
+                Path(s.job.out) / CURVES_FILE,
+                (
+                    {"step": k + 1, "loss": loss, "lr": lr}
+                    for k, (loss, lr) in enumerate(zip(s.losses, lrs, strict=True))
+                ),
+            )
             tail = s.losses[-10:]
             metrics.append(
                 {"train_loss": sum(tail) / len(tail), "steps": total, "examples": len(s.examples)}

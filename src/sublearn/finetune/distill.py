@@ -23,6 +23,7 @@ from sublearn.backends.base import Conversation, with_system_prompt
 from sublearn.backends.hf import load_model_and_tokenizer, right_pad
 from sublearn.errors import ModelError
 from sublearn.finetune.config import FinetuneConfig
+from sublearn.finetune.curves import CURVES_FILE, CurveLog
 from sublearn.finetune.schedule import make_scheduler
 from sublearn.finetune.sft import loss_flags, peft_config, save_trained
 
@@ -256,7 +257,8 @@ def train_kl(
     order: list[int] = []
     losses: list[float] = []
     pad = tokenizer.pad_token_id
-    for _step in range(total):
+    curves = CurveLog(out / CURVES_FILE)
+    for step in range(total):
         optim.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _micro in range(cfg.grad_accum):
@@ -278,8 +280,10 @@ def train_kl(
             step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optim.step()
+        curves.log(step + 1, step_loss, float(sched.get_last_lr()[0]))
         sched.step()
         losses.append(step_loss)
+    curves.close()
     student.eval()
     save_trained(student, tokenizer, cfg, out)
     return {

@@ -10,6 +10,7 @@ from typing import Any
 from sublearn.backends.hf import load_model_and_tokenizer
 from sublearn.errors import DataError, ModelError
 from sublearn.finetune.config import FinetuneConfig
+from sublearn.finetune.curves import CURVES_FILE, CurveLog
 from sublearn.finetune.schedule import hf_scheduler_type
 from sublearn.jsonl import read_jsonl
 
@@ -154,7 +155,7 @@ def build_sft_trainer(
         use_cpu=not on_cuda,
         save_strategy="no",
         report_to="none",
-        logging_steps=50,
+        logging_steps=1,  # every step's loss and learning rate go to curves.jsonl
         log_level="error",
         disable_tqdm=True,
         pad_to_multiple_of=None,
@@ -285,13 +286,30 @@ def train_sft(
     """
     with tempfile.TemporaryDirectory(prefix="sft-", dir=out.parent) as work:
         trainer = build_sft_trainer(base_model, records, cfg, Path(work))
-        result = trainer.train()
+        curves = CurveLog(out / CURVES_FILE)
+        trainer.add_callback(_curve_callback(curves))
+        try:
+            result = trainer.train()
+        finally:
+            curves.close()
         save_trained(trainer.model, trainer.processing_class, cfg, out)
     return {
         "train_loss": float(result.training_loss),
         "steps": int(result.global_step),
         "runtime_s": float(result.metrics.get("train_runtime", 0.0)),
     }
+
+
+def _curve_callback(curves: CurveLog) -> Any:
+    """A Trainer callback that copies each logged step's loss and learning rate to ``curves``."""
+    from transformers.trainer_callback import TrainerCallback
+
+    class CurveCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and "learning_rate" in logs:
+                curves.log(state.global_step, logs["loss"], logs["learning_rate"])
+
+    return CurveCallback()
 
 
 def save_trained(model: Any, tokenizer: Any, cfg: FinetuneConfig, out: Path) -> None:
