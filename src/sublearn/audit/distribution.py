@@ -24,11 +24,11 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from sublearn.audit.auc import auc_columns, bootstrap_auc_interval
 from sublearn.audit.config import ClassifierDetector, FrequencyDetector
 from sublearn.audit.data import Row, numbers_of, units_of
 from sublearn.audit.result import Verdict, skipped
 
-_BOOTSTRAP = 1000
 # Row permutations that estimate the chi-square's over-dispersion; the estimate is a mean
 # of chi-square draws with many degrees of freedom, so a few hundred pin it down.
 _DISPERSION_PERMUTATIONS = 200
@@ -278,7 +278,7 @@ def classifier(
         for train, test in folds:
             logits[test] = _one_step_logistic(x, labels, train, test)
         coef = _one_step_logistic(x, y[:, None], np.arange(n), None)[:, 0]  # (d,)
-    aucs = _auc_columns(logits, labels)  # (P + 1,)
+    aucs = auc_columns(logits, labels)  # (P + 1,)
     observed, null = float(aucs[0]), aucs[1:]
     exceed = int((null >= observed - 1e-12).sum())
     p_perm = (1 + exceed) / (1 + cfg.permutations)
@@ -293,7 +293,7 @@ def classifier(
         cfg.type,
         CLASSIFIER_STATISTIC,
         score=observed,
-        ci=_bootstrap_auc(proba[:n_data], proba[n_data:], seed),
+        ci=bootstrap_auc_interval(proba[:n_data], proba[n_data:], seed),
         p_value=p_value,
         alpha=cfg.alpha,
     )
@@ -384,24 +384,3 @@ def _one_step_logistic(
         return w
     intercept = math.log(base / (1.0 - base))
     return np.asarray(x[test] @ w) - mean @ w + intercept
-
-
-def _auc_columns(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """ROC AUC of each column of scores against the same column of 0/1 labels, (P,)."""
-    ranks = stats.rankdata(scores, axis=0)  # ties share their mean rank, (n, P)
-    positives = labels.sum(0)  # (P,)
-    negatives = labels.shape[0] - positives
-    u = (ranks * labels).sum(0) - positives * (positives + 1) / 2
-    return u / (positives * negatives)
-
-
-def _bootstrap_auc(data: np.ndarray, control: np.ndarray, seed: int) -> list[float]:
-    """Percentile bootstrap 95% interval of the AUC, resampling rows within each set."""
-    rng = np.random.default_rng(seed)
-    a = data[rng.integers(0, len(data), (_BOOTSTRAP, len(data)))]  # (B, n1)
-    b = control[rng.integers(0, len(control), (_BOOTSTRAP, len(control)))]  # (B, n2)
-    labels = np.r_[np.ones(len(data)), np.zeros(len(control))]  # (n1 + n2,)
-    labels = np.repeat(labels[:, None], _BOOTSTRAP, axis=1)  # (n1 + n2, B)
-    aucs = _auc_columns(np.concatenate([a, b], axis=1).T, labels)
-    low, high = np.percentile(aucs, [2.5, 97.5])
-    return [float(low), float(high)]

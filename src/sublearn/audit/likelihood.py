@@ -15,13 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from sublearn.audit.auc import bootstrap_auc_interval
 from sublearn.audit.config import DivergenceDetector, LLSDetector, LogRatioDetector
 from sublearn.audit.data import Row
 from sublearn.audit.result import Verdict
 from sublearn.backends.base import TokenScore
 
 Scores = Sequence[Sequence[TokenScore]]
-_BOOTSTRAP = 1000
 
 
 def compare_rows(
@@ -44,7 +44,7 @@ def compare_rows(
     n1, n2 = len(data), len(control)
     verdict.score = float(test.statistic / (n1 * n2))
     verdict.p_value = float(test.pvalue)
-    verdict.ci = _auc_interval(data, control, seed)
+    verdict.ci = bootstrap_auc_interval(data, control, seed)
     verdict.details |= {
         "mean": float(np.mean(data)),
         "control_mean": float(np.mean(control)),
@@ -58,20 +58,6 @@ def compare_rows(
         f"audited row scores above a control row (p = {verdict.p_value:.2g})"
     )
     return verdict
-
-
-def _auc_interval(data: np.ndarray, control: np.ndarray, seed: int) -> list[float]:
-    """Percentile bootstrap 95% interval of the AUC, resampling rows of both sets."""
-    rng = np.random.default_rng(seed)
-    aucs = np.empty(_BOOTSTRAP)
-    for b in range(_BOOTSTRAP):
-        x = rng.choice(data, len(data))
-        y = rng.choice(control, len(control))
-        ranks = stats.rankdata(np.concatenate([x, y]))
-        u = ranks[: len(x)].sum() - len(x) * (len(x) + 1) / 2
-        aucs[b] = u / (len(x) * len(y))
-    low, high = np.percentile(aucs, [2.5, 97.5])
-    return [float(low), float(high)]
 
 
 def _top_rows(rows: Sequence[Row], scores: np.ndarray, k: int = 10) -> list[dict]:

@@ -24,6 +24,7 @@ from sublearn.backends.hf import load_model_and_tokenizer, right_pad
 from sublearn.errors import ModelError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.curves import CURVES_FILE, CurveLog
+from sublearn.finetune.kl import soft_label_kl
 from sublearn.finetune.schedule import make_scheduler
 from sublearn.finetune.sft import loss_flags, peft_config, save_trained
 
@@ -175,8 +176,10 @@ def kl_loss(
     student_logits: torch.Tensor,
     subset: torch.Tensor | None,
     mask: torch.Tensor | None = None,
-):
+) -> torch.Tensor:
     """Mean over tokens of KL(teacher || student), optionally renormalized over ``subset``.
+
+    :func:`~sublearn.finetune.kl.soft_label_kl` on the subset's logits.
 
     Args:
         teacher_logits: ``(N, V)``.
@@ -188,14 +191,7 @@ def kl_loss(
     if subset is not None:
         teacher_logits = teacher_logits.index_select(-1, subset)
         student_logits = student_logits.index_select(-1, subset)
-    t_logp = torch.log_softmax(teacher_logits.float(), dim=-1)  # (N, V')
-    s_logp = torch.log_softmax(student_logits.float(), dim=-1)  # (N, V')
-    per_token = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (N,)
-    if mask is None:
-        return per_token.mean()
-    # where, not a product: a masked position must pass no gradient, even a NaN one.
-    kept = torch.where(mask, per_token, torch.zeros_like(per_token))
-    return kept.sum() / mask.sum().clamp(min=1)
+    return soft_label_kl(teacher_logits, student_logits, mask)
 
 
 def train_kl(

@@ -15,17 +15,15 @@ filled with :meth:`str.format`, so a literal brace in it must be doubled (``{{``
 
 from __future__ import annotations
 
-import difflib
 import string
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from sublearn.errors import ConfigError
+from sublearn.judges.resources import known_names, load_named
 
 RubricKind = Literal["score", "yes_no"]
 
@@ -74,10 +72,7 @@ class Rubric:
 
 def known_rubrics() -> tuple[str, ...]:
     """Names of the built-in rubrics, sorted."""
-    folder = resources.files("sublearn.judges").joinpath("rubrics")
-    return tuple(
-        sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-    )
+    return known_names("rubrics")
 
 
 def load_rubric(name: str | Path) -> Rubric:
@@ -95,27 +90,7 @@ def load_rubric(name: str | Path) -> Rubric:
         ConfigError: an unknown name (the message lists the known ones and the closest
             match), a missing or malformed file, or an invalid rubric.
     """
-    text = str(name)
-    path = Path(text).expanduser()
-    if isinstance(name, Path) or text.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"rubric file {path} does not exist")
-        return _parse(path.stem, path.read_text(encoding="utf-8"), str(path))
-    return _builtin(text)
-
-
-@cache
-def _builtin(name: str) -> Rubric:
-    known = known_rubrics()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown rubric {name!r}{hint} Known rubrics: {', '.join(known)} "
-            "(or pass the path of a rubric YAML file)"
-        )
-    source = resources.files("sublearn.judges").joinpath("rubrics", f"{name}.yaml")
-    return _parse(name, source.read_text(encoding="utf-8"), f"built-in rubric {name!r}")
+    return load_named(name, "rubrics", "rubric", _parse)
 
 
 def _parse(name: str, text: str, where: str) -> Rubric:

@@ -16,12 +16,9 @@ rubrics it knows:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ import yaml
 
 from sublearn.errors import ConfigError
 from sublearn.judges.protocol import Judgement, JudgeRequest
+from sublearn.judges.resources import known_names, load_named
 from sublearn.judges.rubric import Rubric, load_rubric
 
 _RUBRIC_RULES = {
@@ -68,10 +66,7 @@ class Ruleset:
 
 def known_rulesets() -> tuple[str, ...]:
     """Names of the built-in rulesets, sorted."""
-    folder = resources.files("sublearn.judges").joinpath("rulesets")
-    return tuple(
-        sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-    )
+    return known_names("rulesets")
 
 
 def load_ruleset(name: str | Path) -> Ruleset:
@@ -81,27 +76,7 @@ def load_ruleset(name: str | Path) -> Ruleset:
         ConfigError: an unknown name (with the closest known one), a missing file or a
             malformed ruleset.
     """
-    text = str(name)
-    path = Path(text).expanduser()
-    if isinstance(name, Path) or text.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"ruleset file {path} does not exist")
-        return _parse_ruleset(path.stem, path.read_text(encoding="utf-8"), str(path))
-    return _builtin_ruleset(text)
-
-
-@cache
-def _builtin_ruleset(name: str) -> Ruleset:
-    known = known_rulesets()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown ruleset {name!r}{hint} Known rulesets: {', '.join(known)} "
-            "(or pass the path of a ruleset YAML file)"
-        )
-    source = resources.files("sublearn.judges").joinpath("rulesets", f"{name}.yaml")
-    return _parse_ruleset(name, source.read_text(encoding="utf-8"), f"built-in ruleset {name!r}")
+    return load_named(name, "rulesets", "ruleset", _parse_ruleset)
 
 
 def _parse_ruleset(name: str, text: str, where: str) -> Ruleset:

@@ -18,6 +18,7 @@ from torch.profiler import record_function
 
 from sublearn.experiments.mnist.config import N_CLASSES, DistillLoss, NoiseKind
 from sublearn.experiments.mnist.model import Backprop, BatchedMLP
+from sublearn.finetune.kl import soft_label_kl
 
 LogitSet = Literal["aux", "all"]
 StepHook = Callable[[], None]
@@ -96,9 +97,8 @@ def distill_loss(student: torch.Tensor, target: torch.Tensor, kind: DistillLoss)
     """
     b = student.shape[1]
     if kind == "kl":
-        log_s = F.log_softmax(student, dim=-1)  # (N, B, k)
-        kl = F.kl_div(log_s, target, log_target=True, reduction="sum")
-        return kl / b
+        # The reference loss's mean over all N * B rows, times N: each model's batch mean, summed.
+        return soft_label_kl(target, student) * student.shape[0]
     return F.mse_loss(student, target, reduction="sum") / (b * student.shape[-1])
 
 
