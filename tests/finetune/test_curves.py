@@ -122,3 +122,28 @@ def _perturbed(model: Path, out: Path) -> Path:
     net.save_pretrained(out)
     AutoTokenizer.from_pretrained(model).save_pretrained(out)
     return out
+
+
+@pytest.mark.skipif(not tensorboard_available(), reason="tensorboard is not installed")
+@pytest.mark.parametrize("on", [True, False])
+def test_a_run_with_tensorboard_on_writes_event_files_beside_the_model(
+    tmp_path: Path, on: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from sublearn.engine.kinds import _tensorboard  # pyright: ignore[reportPrivateUsage]
+    from sublearn.finetune.curves import write_curves
+
+    write_curves(tmp_path / "model" / CURVES_FILE, [{"step": 1, "loss": 1.0, "lr": 0.1}])
+    ctx = SimpleNamespace(runtime={"tensorboard": on}, out=tmp_path, spec=SimpleNamespace(name="t"))
+    _tensorboard(ctx)  # pyright: ignore[reportArgumentType]
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == (1 if on else 0)
+
+
+def test_the_experiment_config_passes_tensorboard_to_the_tasks(tmp_path: Path) -> None:
+    from sublearn.api import load_experiment, plan
+
+    cfg = load_experiment("toy/owl-numbers", {"tensorboard": True, "store": str(tmp_path)})
+    trains = [t for t in plan(cfg).engine_tasks if t.kind in ("train", "teacher")]
+    assert trains and all(t.runtime["tensorboard"] is True for t in trains)

@@ -104,12 +104,14 @@ class Plan:
         tasks: every task, in dependency order.
         warnings: what the planner found questionable (too few seeds, ...).
         compiled: the engine's plan (tasks and the report's bookkeeping).
+        engine_tasks: the engine's task objects, in the order of ``tasks``.
     """
 
     config: ExperimentConfig
     tasks: list[PlannedTask]
     warnings: list[str]
     compiled: Any = field(repr=False)
+    engine_tasks: list[Any] = field(repr=False, default_factory=list)
 
     @property
     def to_run(self) -> list[str]:
@@ -120,6 +122,10 @@ class Plan:
     def cached(self) -> list[str]:
         """Names of the tasks the store already holds."""
         return [t.name for t in self.tasks if t.cached]
+
+    def todo_tasks(self) -> list[Any]:
+        """The engine's tasks that a run would do (for cost estimates)."""
+        return [e for e, t in zip(self.engine_tasks, self.tasks, strict=True) if not t.cached]
 
 
 def plan(config: ExperimentConfig) -> Plan:
@@ -140,7 +146,7 @@ def plan(config: ExperimentConfig) -> Plan:
     warnings = check_plan(compiled)
     status = plan_status(compiled.tasks, Store(config.store))
     tasks = [PlannedTask(t.name, t.kind, t.id, bool(done)) for t, done in status]
-    return Plan(config, tasks, warnings, compiled)
+    return Plan(config, tasks, warnings, compiled, [t for t, _ in status])
 
 
 def run(
