@@ -41,6 +41,10 @@ class Config(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+SHORT_FORMS = {"store": "path"}
+"""Sections that may be written as one string: the field that string sets."""
+
+
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML.
 
@@ -67,10 +71,16 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         parts = key.split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
+            if part in SHORT_FORMS and isinstance(child, str):  # store=DIR store.verify=...
+                child = node[part] = {SHORT_FORMS[part]: child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
             node = child
-        node[parts[-1]] = value
+        last = parts[-1]
+        if last in SHORT_FORMS and isinstance(node.get(last), dict) and isinstance(value, str):
+            node[last][SHORT_FORMS[last]] = value
+        else:
+            node[last] = value
     return nested
 
 
@@ -78,11 +88,18 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Merge ``update`` into a copy of ``base``; nested dicts merge, anything else replaces.
 
     A list in ``base`` takes updates addressed by index (``teachers.0.base=m1`` arrives
-    as ``{"teachers": {"0": {"base": "m1"}}}``).
+    as ``{"teachers": {"0": {"base": "m1"}}}``). A section given in its short form (see
+    :data:`SHORT_FORMS`) takes nested updates as if written in full (``store: DIR`` then
+    ``store.verify=hashes`` is ``store: {path: DIR, verify: hashes}``).
     """
     merged = dict(base)
     for key, value in update.items():
         current = merged.get(key)
+        if key in SHORT_FORMS and isinstance(value, dict) and isinstance(current, str):
+            current = {SHORT_FORMS[key]: current}
+        if value == {}:  # an explicit empty section (evaluations={}) replaces, never vanishes
+            merged[key] = value
+            continue
         if isinstance(value, dict) and isinstance(current, dict) and _same_kind(current, value):
             merged[key] = deep_merge(current, value)
         elif isinstance(value, dict) and isinstance(current, list) and _indices(value, current):
@@ -113,12 +130,53 @@ def _indices(update: dict[str, Any], items: list[Any]) -> bool:
     return True
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value, so a repeated section silently replaces the first.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges; its keys may be overridden on purpose
+                key = self.construct_object(key_node, deep=deep)  # type: ignore[arg-type]
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(
+                        f"key {key!r} appears twice in one mapping (lines {seen[key]} and "
+                        f"{line}): the second would silently replace the first; keep one"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with errors that name the file.
+
+    Refused: a file that is not UTF-8 text (binary, UTF-16), and a key repeated in one
+    mapping.
+    """
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; a config is a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start} cannot be decoded: a binary file, or "
+            "text saved as UTF-16 or Latin-1?); save the config as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: holds NUL bytes: a binary file, not a YAML config")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -180,7 +238,15 @@ def format_validation_error(
     for problem in err.errors():
         loc = tuple(problem["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if problem["type"] == "extra_forbidden":
+        if problem["type"] == "union_tag_invalid":
+            ctx = problem.get("ctx", {})
+            tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+            given = str(ctx.get("tag", ""))
+            lines.append(
+                f"  - {key}: unknown {ctx.get('discriminator', 'kind').strip(chr(39))} "
+                f"{given!r}{_suggestion(given, tags)}"
+            )
+        elif problem["type"] == "extra_forbidden":
             known = sorted(fields_at(cls, loc[:-1])) if cls is not None and loc else []
             lines.append(f"  - {key}: unknown key{_suggestion(str(loc[-1]), known)}")
         elif isinstance(problem.get("input"), dict):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +51,11 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise DeviceError(
+            f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps "
+            f"(torch {torch.__version__} on this machine: {_available(torch)})"
+        )
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -66,6 +73,15 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device 'mps' requested, but torch sees no Apple GPU here")
     return device
+
+
+def _available(torch: Any) -> str:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return ", ".join(found)
 
 
 def quiet_libraries() -> None:

@@ -26,8 +26,9 @@ debug_kinds.register()
 Run = tuple[Store, dict[str, TaskRecord]]
 
 # Fields of a done-marker that may differ between two runs of the same task: when and how
-# long, and the speed settings (runtime is left out of the key by design).
-RUN_FIELDS = ("finished_at", "seconds", "runtime")
+# long, the speed settings (runtime is left out of the key by design), and the marker's
+# hash of itself (it covers those).
+RUN_FIELDS = ("finished_at", "seconds", "runtime", "marker_sha256")
 
 
 def build_graph(

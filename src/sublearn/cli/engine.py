@@ -72,8 +72,16 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
         cfg = _load(config, set_)
         compiled = build_plan(cfg)
         warnings = check_plan(compiled)
-        status = plan_status(compiled.tasks, Store(cfg.store))
+        store = Store(cfg.store)
+        status = plan_status(compiled.tasks, store)
         _print_plan(status, cfg.store)
+        for task, done in status:
+            if not done and store.is_done(task.id):
+                console.print(
+                    f"[yellow]warning:[/] corrupt store entry {task.id} ({task.name}: "
+                    f"{store.problem(task.id)}): a run moves it aside and recomputes it",
+                    highlight=False,
+                )
         todo = [t for t, done in status if not done]
         estimate = estimate_usage(todo, cfg.providers.openai.samples_per_request)
         for note in dict.fromkeys(UNREAD_SOURCES):
@@ -123,7 +131,7 @@ def report(
 ) -> None:
     """Rebuild a finished run's summary.json, report.md and figures from the store."""
     from sublearn.engine.executors import InlineExecutor
-    from sublearn.engine.runner import run_plan
+    from sublearn.engine.runner import plan_status, run_plan
     from sublearn.engine.store import Store
     from sublearn.errors import StoreError
     from sublearn.experiments.numbers.experiment import write_run_report
@@ -133,10 +141,11 @@ def report(
         cfg = _load(run_dir / "config.yaml", [])
         compiled = build_plan(cfg)
         store = Store(cfg.store)
-        missing = [t.name for t in compiled.tasks if not store.is_done(t.id)]
+        missing = [t.name for t, done in plan_status(compiled.tasks, store) if not done]
         if missing:
             raise StoreError(
-                f"{run_dir}: {len(missing)} task(s) are not in the store {cfg.store} "
+                f"{run_dir}: {len(missing)} task(s) are not in the store {cfg.store}, or fail "
+                f"its verification "
                 f"(e.g. {missing[0]}); run `sublearn run {run_dir / 'config.yaml'}` to finish it"
             )
         # Every task is done (checked above), so the executor is never asked to run one.

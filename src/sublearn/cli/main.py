@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from sublearn import __version__
-from sublearn.cli import audit, defend, engine, lm, mnist, theory, toy
+from sublearn.cli import audit, defend, engine, lm, mnist, store, theory, toy
 from sublearn.cli.export import export as export_command
 from sublearn.cli.view import view as view_command
 
@@ -33,6 +33,7 @@ app.command("defend")(defend.defend)
 app.command("view")(view_command)
 app.command("export")(export_command)
 app.add_typer(toy.app, name="toy", help="Build and inspect the embedded toy world of tiny LMs.")
+app.add_typer(store.app, name="store", help="Verify a task store; collect its garbage.")
 
 
 @app.command("version")

@@ -8,9 +8,11 @@ what it writes.
 from __future__ import annotations
 
 import ctypes
+import errno
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sys
 import time
@@ -72,26 +74,58 @@ def execute_group(
             else:
                 todo.append(spec)
         contexts = [_context(store, spec, reporter) for spec in todo]
-        started = time.time()
-        if len(contexts) == 1:
-            results = [task_function(todo[0])(contexts[0]) or {}]
-        elif contexts:
-            results = group_function(todo[0])(contexts)
-        else:
-            results = []
-        share = (time.time() - started) / max(1, len(todo))
-        for spec, ctx, result in zip(todo, contexts, results, strict=True):
-            marker = {
-                "kind": spec.kind,
-                "name": spec.name,
-                "params": spec.params,
-                "inputs": spec.inputs,
-                "runtime": spec.runtime,
-                "result": result,
-            }
-            store.commit(spec.id, ctx.out, marker, time.time() - share)
-            outcomes[spec.id] = {"cached": False, **_summary(store.marker(spec.id))}
+        try:
+            started = time.time()
+            if len(contexts) == 1:
+                results = [task_function(todo[0])(contexts[0]) or {}]
+            elif contexts:
+                results = group_function(todo[0])(contexts)
+            else:
+                results = []
+            share = (time.time() - started) / max(1, len(todo))
+            for spec, ctx, result in zip(todo, contexts, results, strict=True):
+                marker = {
+                    "kind": spec.kind,
+                    "name": spec.name,
+                    "params": spec.params,
+                    "inputs": spec.inputs,
+                    "runtime": spec.runtime,
+                    "result": result,
+                }
+                store.commit(spec.id, ctx.out, marker, time.time() - share)
+                outcomes[spec.id] = {"cached": False, **_summary(store.marker(spec.id))}
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise _disk_full(store, todo, contexts) from None
     return [outcomes[spec.id] for spec in specs]
+
+
+def _disk_full(store: Store, specs: list[TaskSpec], contexts: list[TaskContext]) -> StoreError:
+    """Remove the temporary outputs of tasks that hit a full disk; the error to raise.
+
+    The bytes they had written when the disk filled are a lower bound on what they need.
+    """
+    written = 0
+    for ctx in contexts:
+        if ctx.out.exists():
+            written += sum(p.stat().st_size for p in ctx.out.rglob("*") if p.is_file())
+            shutil.rmtree(ctx.out, ignore_errors=True)
+    names = ", ".join(s.name for s in specs)
+    free = shutil.disk_usage(store.root).free
+    return StoreError(
+        f"no space left on the device holding the store {store.root} while writing {names}: "
+        f"it had written {_size(written)} and needs more (free now: {_size(free)}); its "
+        "temporary folder was removed: free space (e.g. `sublearn store gc`) and rerun"
+    )
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GiB"
 
 
 def _context(store: Store, spec: TaskSpec, reporter: Reporter | None) -> TaskContext:

@@ -40,8 +40,12 @@ class TaskRecord:
 
 
 def plan_status(tasks: list[Task], store: Store) -> list[tuple[Task, bool]]:
-    """Every task of the graph, inputs first, with whether the store already holds it."""
-    return [(t, store.is_done(t.id)) for t in topological(tasks)]
+    """Every task of the graph, inputs first, with whether the store holds it intact.
+
+    A finished task whose files fail the store's verification counts as not done (the
+    run will move it aside and recompute it); ``store.problem`` says what is wrong.
+    """
+    return [(t, store.is_done(t.id) and store.problem(t.id) is None) for t in topological(tasks)]
 
 
 def run_plan(
@@ -109,7 +113,8 @@ def run_plan(
     failed = False
     with progress:
         for task in list(pending):
-            if store.is_done(task.id):
+            # A corrupt entry is moved aside here, with a one-line warning, and rerun.
+            if store.usable(task.id, progress.console):
                 # A kill between the rename and the state's removal leaves a stale state.
                 shutil.rmtree(store.state_dir(task.id), ignore_errors=True)
                 marker = store.marker(task.id)

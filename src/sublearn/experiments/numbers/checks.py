@@ -3,6 +3,8 @@ after an hour of generation, when a model cannot be loaded or a comparison canno
 
 from __future__ import annotations
 
+from typing import Any
+
 from sublearn.errors import PlanError
 from sublearn.experiments.numbers.config import (
     DatasetTeacher,
@@ -21,7 +23,7 @@ def check_plan(plan: Plan) -> list[str]:
     model's tokenizer; the design has enough seeds for an interval.
     """
     cfg = plan.cfg
-    problems: list[str] = _constrained_problems(cfg)
+    problems: list[str] = [*input_problems(cfg), *_constrained_problems(cfg)]
     warnings: list[str] = []
     external = {k: v for k, v in cfg.models.items() if not v.startswith("toy:")}
     if external:
@@ -86,6 +88,61 @@ def check_plan(plan: Plan) -> list[str]:
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     return warnings
+
+
+def input_problems(cfg: ExperimentConfig) -> list[str]:
+    """What a run would fail on late that the config alone shows: devices this machine's
+    torch does not have, toy bases their world does not build, more rows required than
+    there are prompts."""
+    from sublearn.errors import DeviceError
+    from sublearn.runtime import resolve_device
+
+    problems = []
+    for where, device in _devices(cfg.model_dump(mode="json")):
+        try:
+            resolve_device(device)
+        except DeviceError as err:
+            problems.append(f"{where}: {err}")
+    for key, ref in cfg.models.items():
+        if not ref.startswith("toy:"):
+            continue
+        world, _, index = ref[4:].partition("/")
+        if world not in cfg.toy_worlds:
+            known = ", ".join(cfg.toy_worlds) or "none"
+            problems.append(f"models.{key}: {ref}: no toy world {world!r} (toy_worlds: {known})")
+        elif not index.isdigit() or int(index) >= cfg.toy_worlds[world].n_bases:
+            n = cfg.toy_worlds[world].n_bases
+            problems.append(
+                f"models.{key}: {ref}: toy world {world!r} builds {n} bases, "
+                f"toy:{world}/0 to toy:{world}/{n - 1}"
+            )
+    prompts = cfg.data.prompts
+    count = getattr(prompts, "n_prompts", None) or getattr(prompts, "n_questions", None)
+    if count is not None:
+        usable = count - cfg.data.holdout_rows
+        if cfg.data.min_rows > usable:
+            problems.append(
+                f"data.min_rows is {cfg.data.min_rows} but at most {usable:,} prompts can give "
+                f"training rows ({count:,} prompts, {cfg.data.holdout_rows:,} held out): lower "
+                "min_rows or ask for more prompts"
+            )
+    return problems
+
+
+def _devices(data: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``device`` setting in a config's data, with its dotted location."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            at = f"{where}.{key}" if where else str(key)
+            if key == "device" and isinstance(value, str):
+                found.append((at, value))
+            else:
+                found += _devices(value, at)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += _devices(value, f"{where}.{i}")
+    return found
 
 
 def _constrained_problems(cfg: ExperimentConfig) -> list[str]:

@@ -19,6 +19,7 @@ from sublearn.backends.vllm_backend import VLLMSettings
 from sublearn.config import Config, deep_merge
 from sublearn.defend.config import Defence
 from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
+from sublearn.engine.store import StoreConfig
 from sublearn.engine.sweep import SweepConfig
 from sublearn.evaluation.kinds import EvaluationKind, PreferenceEvalConfig
 from sublearn.filters.checks import Check, JudgeCheck
@@ -222,8 +223,22 @@ class StudentsConfig(Config):
         default=None, description="Keys of `models` that are students; None: every model."
     )
     seeds: list[int] = Field(
-        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="One student per seed."
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        min_length=1,
+        description="One student per seed; each seed once (a repeated seed is the same "
+        "student counted twice, which narrows intervals falsely).",
     )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"seed(s) {', '.join(map(str, repeated))} repeated: a repeated seed trains the "
+                "same student twice (pseudo-replication); list each seed once"
+            )
+        return seeds
     objectives: dict[str, FinetuneConfig] = Field(
         default_factory=lambda: {"sft": FinetuneConfig()},
         min_length=1,
@@ -263,9 +278,10 @@ class ExperimentConfig(Config):
     """A numbers experiment run by the engine."""
 
     name: str = Field(default="experiment", description="Name of the default run folder.")
-    store: str = Field(
-        default=".cache/store",
-        description="Content-addressed store shared by runs: identical tasks are done once.",
+    store: StoreConfig = Field(
+        default_factory=StoreConfig,
+        description="The content-addressed store shared by runs (identical tasks are done "
+        "once): a path, or {path, verify} where verify is sizes (default), hashes or none.",
     )
     executor: ExecutorConfig = Field(
         default_factory=ProcessExecutorConfig,

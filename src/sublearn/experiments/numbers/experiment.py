@@ -81,6 +81,8 @@ def run_experiment(
     finally:
         _stop_servers()
     wall = time.perf_counter() - started
+    # Corrupt entries that were moved aside and recomputed: said once more in the report.
+    warnings = warnings + store.repaired
     return write_run_report(plan, store, records, run_dir, console, warnings, wall)
 
 
