@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 from typing import Any
-
-import numpy as np
 
 from sublearn.errors import DeviceError
 
@@ -30,15 +27,6 @@ def configure_threads(threads: int | None) -> int:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
     return n
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def resolve_device(device: str) -> str:
