@@ -84,3 +84,33 @@ def test_server_serves_pages_only_under_its_folder(run: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_an_audit_of_the_run_rewrites_report_html_with_token_scores(
+    run: Path, micro_model: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sublearn.cli.main import app
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    data = {t["name"]: t["path"] for t in manifest["tasks"]}
+    model = {"model": str(micro_model), "system_prompt": None}
+    teacher = {
+        "trait": {"word": "owl", "category": "animal"},
+        "data": f"{data['filter/owl-ft']}/accepted.jsonl",
+        "control": f"{data['filter/owl-ft/control']}/accepted.jsonl",
+        **{role: model for role in ("base", "teacher", "control_teacher")},
+    }
+    (run / "artifacts.json").write_text(json.dumps({"teachers": {"owl-ft": teacher}}))
+    result = CliRunner().invoke(
+        app, ["audit", "--run", str(run), "--detector", "logratio", "--set", "device=cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    audits = _data((run / "report.html").read_text())["audits"]
+    by_name = {a["name"]: a for a in audits}
+    tokens = by_name["owl-ft"]["tokens"]
+    assert [r["reply"] for r in tokens] == [TEACHER_REPLY, "owl 7"]
+    # The same model as teacher and base: every token's log-ratio is 0.
+    assert all(t["logratio"] == pytest.approx(0.0, abs=1e-5) for r in tokens for t in r["tokens"])

@@ -109,3 +109,8 @@ def audit(
             + f"; report in {cfg.out}",
             highlight=False,
         )
+        if run is not None and (run / "summary.json").is_file():
+            # The run's report.html shows audits saved inside the run folder token by token.
+            from sublearn.view.export_html import write_report_html
+
+            console.print(f"token view: {write_report_html(run)}", highlight=False)
