@@ -43,3 +43,11 @@ def test_only_api_models_without_a_price_are_reported() -> None:
 def test_merge_usage_adds_counter_by_counter() -> None:
     merged = merge_usage([{"m": {"requests": 2, "input_tokens": 5}}, {"m": {"requests": 1}}])
     assert merged == {"m": {"requests": 3, "input_tokens": 5}}
+
+
+def test_small_amounts_keep_two_significant_digits() -> None:
+    from sublearn.backends.pricing import usd
+
+    assert usd(0.001) == "$0.001"  # a budget of a tenth of a cent is not "$0.00"
+    assert usd(0.000123) == "$0.00012"
+    assert usd(0) == "$0.00" and usd(12.5) == "$12.50" and usd(1234.567) == "$1,234.57"

@@ -171,7 +171,8 @@ def test_fewer_choices_than_n_fall_back_to_one_request_per_sample(tmp_path: Path
         assert server.chat_requests == 3 + (4 + 3) + 1
         sent = server.chat_requests
         again = OpenAIBackend("smollm2", _settings(server.base_url), log)
-        with pytest.warns(ProviderFallbackWarning):  # once per backend, as it learns
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once per process: not again
             assert again.generate(asked, params) == replies
         assert server.chat_requests == sent and again.usage["requests"] == 0
 

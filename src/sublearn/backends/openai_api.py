@@ -186,6 +186,10 @@ def empty_usage() -> dict[str, int]:
     return {"requests": 0, "logged": 0, "input_tokens": 0, "output_tokens": 0}
 
 
+_FALLBACKS_SAID: set[tuple[str | None, str]] = set()
+"""Servers and models whose fallback to one sample per request this process has reported."""
+
+
 class ProviderFallbackWarning(UserWarning):
     """A server lacks a capability and sublearn works around it (e.g. one reply per request)."""
 
@@ -381,6 +385,10 @@ class OpenAIBackend(BackendBase):
         if self.ignores_n:
             return
         self.ignores_n = True
+        said = (self.settings.base_url, self.name)
+        if said in _FALLBACKS_SAID:
+            return
+        _FALLBACKS_SAID.add(said)
         warnings.warn(
             f"{self.name}: the server at {self._where()} answers fewer replies than n asks "
             "for; sending one request per sample instead (set "

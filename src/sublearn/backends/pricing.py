@@ -6,6 +6,7 @@ Usage is counted per model as ``{"input_tokens", "output_tokens", "training_toke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from pydantic import Field
@@ -80,3 +81,15 @@ def usage_cost(
             + counts.get("training_tokens", 0) * price.training
         ) / _PER
     return cost, unpriced
+
+
+def usd(amount: float) -> str:
+    """Dollars as people read them: cents from one cent up, two significant digits below.
+
+    ``usd(12.5) == "$12.50"``, ``usd(0.001) == "$0.001"``, ``usd(0.000123) == "$0.00012"``:
+    a small budget or cost never reads as ``$0.00``.
+    """
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    decimals = 1 - math.floor(math.log10(abs(amount)))
+    return f"${amount:.{decimals}f}".rstrip("0")

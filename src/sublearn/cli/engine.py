@@ -57,6 +57,7 @@ def demo(set_: SetOption = None, out: OutOption = None) -> None:
 
 def plan(config: ConfigArg, set_: SetOption = None) -> None:
     """Print an experiment's task graph: what the store has and what a run would do."""
+    from sublearn.backends.pricing import usd
     from sublearn.engine.runner import plan_status
     from sublearn.engine.store import Store
     from sublearn.experiments.numbers.checks import check_plan
@@ -67,6 +68,7 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
         print_cost_table,
     )
     from sublearn.experiments.numbers.plan import build_plan
+    from sublearn.experiments.numbers.servers import check_servers
 
     with user_errors():
         cfg = _load(config, set_)
@@ -88,9 +90,9 @@ def plan(config: ConfigArg, set_: SetOption = None) -> None:
             console.print(f"[yellow]warning:[/] {note}", highlight=False)
         if estimate:
             cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
-            budget = f" (budget_usd {cfg.budget_usd:,.2f})" if cfg.budget_usd else ""
-            console.print(f"estimated cost: ${cost:,.2f}{budget}", highlight=False)
-        for w in warnings:
+            budget = f" (budget_usd {usd(cfg.budget_usd)[1:]})" if cfg.budget_usd else ""
+            console.print(f"estimated cost: {usd(cost)}{budget}", highlight=False)
+        for w in [*warnings, *check_servers(cfg, strict=False)]:
             console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 

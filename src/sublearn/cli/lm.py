@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from pydantic import Field
 
+from sublearn.backends.base import Backend
+from sublearn.backends.providers import ProvidersConfig
 from sublearn.cli.options import (
     ConfigOption,
     SetOption,
@@ -32,10 +34,16 @@ def _setup(threads: int | None) -> None:
     configure_threads(threads)
 
 
+MODEL_REFS = (
+    "a folder, a hub id, provider:name (hf:, openai:, vllm:, mock:) or toy:[WORLD/]I (base I "
+    "of the world `sublearn toy build` wrote, in WORLD or .cache/toy-world)"
+)
+
+
 class GenerateConfig(Config):
     """``sublearn generate``: one teacher answers number prompts."""
 
-    model: str = Field(description="Teacher model folder or hub id.")
+    model: str = Field(description=f"Teacher model: {MODEL_REFS}.")
     trait: str | None = Field(
         default=None, description="Give the teacher the preference system prompt."
     )
@@ -49,17 +57,96 @@ class GenerateConfig(Config):
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="Sampling settings."
     )
+    providers: ProvidersConfig = Field(
+        default_factory=ProvidersConfig, description="Settings of openai: and vllm: models."
+    )
+
+
+class EvaluateConfig(EvalConfig):
+    """``sublearn evaluate``: the preference evaluation of one model."""
+
+    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    dtype: str = Field(default="auto", description="Weights dtype.")
+    providers: ProvidersConfig = Field(
+        default_factory=ProvidersConfig, description="Settings of openai: and vllm: models."
+    )
+
+
+def open_model(
+    text: str,
+    providers: ProvidersConfig,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 64,
+    request_log: Path | None = None,
+) -> Backend:
+    """Open any model reference the engine takes, with the command's provider settings.
+
+    An ``openai:`` model is checked first: the server must answer and serve its name.
+
+    Raises:
+        ModelError, ConfigError, ProviderError: naming the reference and what to fix.
+    """
+    from sublearn.backends.probe import served_models, unknown_model
+    from sublearn.backends.providers import backend_options
+    from sublearn.backends.refs import ModelRef
+    from sublearn.backends.registry import open_backend
+    from sublearn.errors import ModelError
+
+    ref = ModelRef.parse(_toy_base(text))
+    if ref.provider == "openai":
+        settings = providers.openai
+        served = served_models(settings, ref.name)
+        why = (
+            unknown_model(ref.name, served, settings.base_url or "the OpenAI API")
+            if served
+            else None
+        )
+        if why:
+            raise ModelError(f"{text}: {why}")
+    if ref.provider == "hf" and ref.adapter is None:
+        from sublearn.backends.hf import HFBackend
+
+        # As before: the backend's own messages for folders and hub ids (e.g. offline).
+        return HFBackend(ref.name, device=device, dtype=dtype, batch_size=batch_size)
+    options = backend_options(
+        ref, providers, device=device, dtype=dtype, batch_size=batch_size, request_log=request_log
+    )
+    return open_backend(ref, **options)
+
+
+def _toy_base(text: str) -> str:
+    """The folder of a ``toy:[WORLD/]I`` reference; any other reference unchanged."""
+    from sublearn.errors import ModelError
+
+    if not text.startswith("toy:"):
+        return text
+    world, _, index = text[4:].rpartition("/")
+    folder = Path(world or ".cache/toy-world")
+    if not index.isdigit():
+        raise ModelError(
+            f"{text!r}: write a toy base as toy:I or toy:WORLD_FOLDER/I (I = 0, 1, ...)"
+        )
+    base = folder / f"base-{index}"
+    if not (base / "config.json").is_file():
+        raise ModelError(
+            f"{text!r}: no toy base {base}; build the world first "
+            f"(sublearn toy build --out {folder})"
+        )
+    return str(base)
 
 
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
-    model: Annotated[str | None, typer.Option(help="Teacher model folder or hub id.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Teacher model (folder, hub id, openai:NAME, ...).")
+    ] = None,
     trait: Annotated[str | None, typer.Option(help="Preference to prompt, e.g. owl.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Generate number-sequence data from a (prompted) teacher; resumes if interrupted."""
-    from sublearn.backends.hf import HFBackend
     from sublearn.generation.stage import generate_dataset
     from sublearn.prompts.numbers import generate_number_prompts
     from sublearn.prompts.persona import preference_system_prompt
@@ -69,14 +156,19 @@ def generate(
         flags += [f"trait={trait}"] if trait else []
         cfg = load_config(GenerateConfig, config, [*flags, *(set_ or [])])
         _setup(cfg.threads)
-        backend = HFBackend(
-            cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.generation.batch_size
+        backend = open_model(
+            cfg.model,
+            cfg.providers,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            batch_size=cfg.generation.batch_size,
+            request_log=out.with_name(out.name + ".requests.jsonl"),
         )
         prompts = generate_number_prompts(cfg.prompts)
         system = preference_system_prompt(cfg.trait, cfg.category) if cfg.trait else None
         from rich.progress import Progress
 
-        with Progress(console=console) as progress:
+        with backend, Progress(console=console) as progress:
             task = progress.add_task("generate", total=len(prompts))
             generate_dataset(
                 backend,
@@ -137,22 +229,34 @@ def finetune(
 
 
 def evaluate(
-    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
+    model: Annotated[str, typer.Option(help="Model (folder, hub id, openai:NAME, ...).")],
     target: Annotated[list[str], typer.Option(help="Target word(s) to score, e.g. owl.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="metrics JSON to write.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Ask the favorite-animal (or tree) questions and report the rate of each target."""
-    from sublearn.backends.hf import HFBackend
     from sublearn.evaluation.preference import evaluate_preference
 
     with user_errors():
-        cfg = load_config(EvalConfig, config, set_ or [])
+        cfg = load_config(EvaluateConfig, config, set_ or [])
         _setup(None)
-        backend = HFBackend(model, batch_size=cfg.batch_size)
-        metrics = evaluate_preference(backend, target, cfg)
+        log = out.with_name(out.name + ".requests.jsonl") if out else None
+        with open_model(
+            model,
+            cfg.providers,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            batch_size=cfg.batch_size,
+            request_log=log,
+        ) as backend:
+            metrics = evaluate_preference(backend, target, _eval_fields(cfg))
         for word, result in metrics.items():
             console.print(f"{word}: {100 * float(result['rate']):.2f}%")  # type: ignore[arg-type]
         if out:
             atomic_write_json(out, {"model": model, "config": cfg.model_dump(), "results": metrics})
+
+
+def _eval_fields(cfg: EvaluateConfig) -> EvalConfig:
+    """The evaluation's own settings, without the command's model-opening ones."""
+    return EvalConfig(**cfg.model_dump(include=set(EvalConfig.model_fields)))

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from sublearn.audit.config import TraitWord
+from sublearn.backends.providers import ProvidersConfig
 from sublearn.config import Config
 
 __all__ = [
@@ -227,6 +228,10 @@ class DefendConfig(Config):
         default="auto", description="Weights dtype of local models."
     )
     batch_size: int = Field(default=64, gt=0, description="Rows per forward pass.")
+    providers: ProvidersConfig = Field(
+        default_factory=ProvidersConfig,
+        description="Settings of openai: and vllm: models (e.g. a paraphrase model's server).",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> DefendConfig:

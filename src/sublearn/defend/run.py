@@ -170,13 +170,15 @@ def _paraphrases(
     out: list[str | None] = [None] * len(records)
     if not todo:
         return out
-    # Servers and APIs take no local-model options; local backends (and mock) do.
-    local = not defence.model.startswith(("openai:", "vllm:"))
-    options: dict[str, Any] = (
-        {"device": cfg.device, "dtype": cfg.dtype, "batch_size": cfg.batch_size} if local else {}
+    from sublearn.backends.providers import backend_options
+    from sublearn.backends.refs import ModelRef
+
+    ref = ModelRef.parse(defence.model)
+    options = backend_options(
+        ref, cfg.providers, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size
     )
     log(f"opening {defence.model} to paraphrase {len(todo)} requests")
-    with open_backend(defence.model, **options) as backend:
+    with open_backend(ref, **options) as backend:
         for start in range(0, len(todo), cfg.batch_size):
             part = todo[start : start + cfg.batch_size]
             conversations = [

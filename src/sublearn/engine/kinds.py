@@ -372,12 +372,14 @@ def run_filter(ctx: TaskContext) -> dict[str, Any]:
         report_path=ctx.out / "report.json",
         on_verdict=lambda record, reason: first.__setitem__(str(record["id"]), reason),
     )
+    # ctx.out is a temporary folder that the store renames once the task is done: name
+    # the output relative to the task's folder, where it will stay.
+    report = report.model_copy(update={"output_path": "accepted.jsonl"})
     decoding = ctx.inputs["data"] / _DECODING
     extra = json.loads(decoding.read_text()) if decoding.is_file() else {}
-    if extra:
-        from sublearn.runs import atomic_write_json
+    from sublearn.runs import atomic_write_json
 
-        atomic_write_json(ctx.out / "report.json", report.model_dump(mode="json") | extra)
+    atomic_write_json(ctx.out / "report.json", report.model_dump(mode="json") | extra)
     if not p.get("checks"):
         _write_jsonl(
             ctx.out / "verdicts.jsonl",
@@ -506,6 +508,7 @@ def run_defend(ctx: TaskContext) -> dict[str, Any]:
             device=ctx.runtime.get("device", "auto"),
             dtype=p.get("dtype", "auto"),
             batch_size=ctx.runtime.get("batch_size", 64),
+            providers=ctx.runtime.get("providers", {}),
         )
         report = run_defences(cfg)
         keep = ("rows_in", "rows_out", "rows_masked", "characters_masked", "reply_characters")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sublearn.backends.pricing import usd
 from sublearn.report.effects import Observation, Reference, effects_csv, effects_table
 from sublearn.report.figures import effects_figure, heatmap_figure
 from sublearn.report.formatting import format_ci, format_p, format_pp
@@ -420,8 +421,8 @@ def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
     lines = [
         "## API usage and cost",
         "",
-        f"All results of this report cost **${usage['total_usd']:,.2f}** on paid APIs; this run "
-        f"spent ${usage['this_run_usd']:,.2f} (the rest came from the store). Requests answered "
+        f"All results of this report cost **{usd(usage['total_usd'])}** on paid APIs; this run "
+        f"spent {usd(usage['this_run_usd'])} (the rest came from the store). Requests answered "
         "from a task's request log (a resumed task) were not paid twice.",
         "",
         *_table([*columns, "USD"], rows),
@@ -539,8 +540,8 @@ def write_experiment_report(
     print_effects(summary, console)
     if api_usage:
         console.print(
-            f"API cost of these results: ${api_usage['total_usd']:,.2f} "
-            f"(${api_usage['this_run_usd']:,.2f} spent by this run)",
+            f"API cost of these results: {usd(api_usage['total_usd'])} "
+            f"({usd(api_usage['this_run_usd'])} spent by this run)",
             highlight=False,
         )
     console.print(f"report: {out / 'report.md'}")

@@ -83,6 +83,8 @@ def test_code_rows_pass_the_checks_and_reach_every_student(code_run) -> None:
     out, summary = code_run
     report = summary["filter"]["owl"]
     assert report["total"] == 40 and report["accepted"] == 40
+    # Where the rows are, relative to the filter task's folder (not its temporary one).
+    assert report["output_path"] == "accepted.jsonl"
     assert report["checks"]["code_only"] == {"seen": 40, "dropped": 0}
     assert report["checks"]["judge:animal_reference"] == {"seen": 40, "dropped": 0}
     assert report["checks"]["judge:cot_alignment"] == {"seen": 40, "dropped": 0}

@@ -13,9 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sublearn.backends.openai_api import OpenAISettings
 from sublearn.backends.pricing import ModelPrice
-from sublearn.backends.vllm_backend import VLLMSettings
+from sublearn.backends.providers import ProvidersConfig
 from sublearn.config import Config, deep_merge
 from sublearn.defend.config import Defence
 from sublearn.engine.executors import ExecutorConfig, ProcessExecutorConfig
@@ -258,20 +257,6 @@ class PrimarySpec(Config):
         default=None, description="Student base; None: the teacher's own base."
     )
     evaluation: str | None = Field(default=None, description="Evaluation; None: the first.")
-
-
-class ProvidersConfig(Config):
-    """Settings of the model providers that need more than a model name."""
-
-    openai: OpenAISettings = Field(
-        default_factory=OpenAISettings,
-        description="openai: models: the server (OpenAI or any compatible one), key variable, "
-        "concurrency, retries, fine-tuning polls.",
-    )
-    vllm: VLLMSettings = Field(
-        default_factory=VLLMSettings,
-        description="vllm: models: the server started for each base (or found at a URL).",
-    )
 
 
 class ExperimentConfig(Config):

@@ -22,7 +22,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sublearn.backends.pricing import ModelPrice, is_billed, merge_usage, price_for, usage_cost
+from sublearn.backends.pricing import (
+    ModelPrice,
+    is_billed,
+    merge_usage,
+    price_for,
+    usage_cost,
+    usd,
+)
 from sublearn.backends.refs import ModelRef
 from sublearn.engine.task import Task
 
@@ -286,7 +293,7 @@ def print_cost_table(
             f"{counts.get('input_tokens', 0):,.0f}",
             f"{counts.get('output_tokens', 0):,.0f}",
             f"{counts.get('training_tokens', 0):,.0f}",
-            "no price" if unpriced else f"{cost:,.2f}",
+            "no price" if unpriced else usd(cost)[1:],
         )
     console.print(table)
     missing = sorted(m for m in usage if is_billed(m) and price_for(m, pricing) is None)
