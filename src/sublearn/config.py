@@ -67,18 +67,19 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from err
-        node = nested
+        node: dict[str, Any] = nested
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            child: Any = node.setdefault(part, {})
             if part in SHORT_FORMS and isinstance(child, str):  # store=DIR store.verify=...
                 child = node[part] = {SHORT_FORMS[part]: child}
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
             node = child
         last = parts[-1]
-        if last in SHORT_FORMS and isinstance(node.get(last), dict) and isinstance(value, str):
-            node[last][SHORT_FORMS[last]] = value
+        existing = node.get(last)
+        if last in SHORT_FORMS and isinstance(existing, dict) and isinstance(value, str):
+            existing[SHORT_FORMS[last]] = value
         else:
             node[last] = value
     return nested
@@ -174,7 +175,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if "\x00" in text:
         raise ConfigError(f"{path}: holds NUL bytes: a binary file, not a YAML config")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
