@@ -27,17 +27,18 @@ def open_scorer(ref: str, *, device: str = "auto", dtype: str = "auto", batch_si
     """
     from sublearn.backends.registry import open_backend
 
+    refusal = (
+        f"{ref}: this backend cannot score a given reply token by token (chat APIs do not "
+        "return a reply's log-probabilities); audit with a local copy of the model "
+        "(hf:...) instead"
+    )
+    if ref.startswith(("openai:", "vllm:")):  # said before a server or key is needed
+        raise ModelError(refusal)
     options: dict[str, Any] = {"device": device, "dtype": dtype, "batch_size": batch_size}
-    if ref.startswith(("openai:", "vllm:")):
-        options = {}
     backend = open_backend(ref, **options)
     if not backend.capabilities.token_scores or not isinstance(backend, TokenScorer):
         backend.close()
-        raise ModelError(
-            f"{ref}: this backend cannot score a given reply token by token (chat APIs do not "
-            "return a reply's log-probabilities); audit with a local copy of the model "
-            "(hf:...) instead"
-        )
+        raise ModelError(refusal)
     return backend
 
 
