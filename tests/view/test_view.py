@@ -70,6 +70,16 @@ def test_index_lists_the_run_with_its_primary_effect(run: Path) -> None:
     assert kinds["audit"]["primary"] == "logratio"
 
 
+def test_sweep_page_holds_its_grid_points(tmp_path: Path) -> None:
+    point = {"point": {"data.rows": 100}, "primary": {"treatment_minus_control": {"mean": 2.0}}}
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "sweep.json").write_text(json.dumps({"grid": ["data.rows"], "points": [point]}))
+    assert [e["kind"] for e in find_entries(tmp_path)] == ["sweep"]
+    status, html = page_for(tmp_path, "/sweep/sweep/")
+    assert status == 200 and _data(html)["sweep"]["points"] == [point]
+
+
 def test_server_serves_pages_only_under_its_folder(run: Path) -> None:
     root = run.parent.parent
     assert page_for(root, "/")[0] == 200

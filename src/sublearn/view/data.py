@@ -185,7 +185,8 @@ def paired_data(tasks: list[dict[str, Any]], limit: int = MAX_PAIRS) -> list[dic
                 }
             )
         seeds = sorted({s for d in draws.values() for s in d})
-        out.append({"teacher": teacher, "seeds": seeds, "rows": rows})
+        total = sum(1 for pid in replies["t"] if pid in replies["c"])
+        out.append({"teacher": teacher, "seeds": seeds, "rows": rows, "total": total})
     return out
 
 
