@@ -75,7 +75,8 @@ class OpenAISettings(Config):
         le=128,
         description="Identical conversations in one call (an evaluation's samples of a "
         "question) go out as one request with n replies, paying for the prompt once; 1 "
-        "sends every sample alone.",
+        "sends every sample alone. A server that returns fewer replies than n (llama.cpp's "
+        "returns one) gets the missing samples one request each anyway; 1 skips the first try.",
     )
     poll_seconds: float = Field(
         default=30.0, gt=0, description="Wait between two status checks of a fine-tuning job."
