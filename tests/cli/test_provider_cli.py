@@ -151,3 +151,15 @@ def test_generate_and_evaluate_take_an_api_model(tmp_path: Path) -> None:
             "evaluate", "--model", "openai:smollm", "--target", "owl", *provider(server.base_url)
         )
     assert "did you mean 'smollm2'" in one_error(wrong)
+
+
+def test_a_toy_reference_names_a_base_of_a_built_world(tmp_path: Path) -> None:
+    from sublearn.cli.lm import _toy_base
+    from sublearn.errors import ModelError
+
+    (tmp_path / "base-1").mkdir()
+    (tmp_path / "base-1" / "config.json").write_text("{}")
+    assert _toy_base(f"toy:{tmp_path}/1") == str(tmp_path / "base-1")
+    assert _toy_base("openai:smollm2") == "openai:smollm2"
+    with pytest.raises(ModelError, match="sublearn toy build --out"):
+        _toy_base(f"toy:{tmp_path}/2")
