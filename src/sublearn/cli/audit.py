@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from sublearn.cli.options import ConfigOption, SetOption, UserError, console, user_errors
+from sublearn.cli.outputs import prepare_output
 from sublearn.config import load_config, read_yaml
 
 
@@ -99,6 +100,7 @@ def audit(
         if "data" not in settings:
             raise UserError("give the dataset to audit (DATA), --run, or a --config with data")
         cfg = load_config(AuditConfig, None, set_ or [], base=settings)
+        prepare_output(Path(cfg.out), "folder")
         quiet_libraries()
         configure_threads(threads)
         verdicts = run_audit(cfg, console)

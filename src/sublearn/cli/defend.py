@@ -83,6 +83,7 @@ def defend(
     set_: SetOption = None,
 ) -> None:
     """Drop, mask or rewrite the parts of a dataset most likely to carry a hidden trait."""
+    from sublearn.cli.outputs import prepare_output
     from sublearn.defend.run import report_path, run_defences, uses_models
 
     with user_errors():
@@ -97,6 +98,7 @@ def defend(
         if defence:
             flags["defences"] = [{"type": kind} for kind in defence]
         cfg = load_defend_config(config, flags, set_ or [])
+        prepare_output(Path(cfg.out), "file")
         if uses_models(cfg) or threads is not None:
             from sublearn.runtime import configure_threads, quiet_libraries
 

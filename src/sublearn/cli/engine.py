@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from sublearn.cli.options import OutOption, SetOption, console, user_errors
+from sublearn.cli.options import OutOption, SetOption, console, err_console, user_errors
 from sublearn.errors import ConfigError
 from sublearn.presets import preset_path
 
@@ -32,9 +32,10 @@ def _setup(threads: int | None) -> None:
 
 def _run(path: Path, overrides: list[str] | None, out: Path | None, command: str) -> None:
     from sublearn.api import run as run_api
+    from sublearn.cli.outputs import prepare_output
 
     cfg = _load(path, overrides)
-    run_dir = out or Path("runs") / cfg.name
+    run_dir = prepare_output(out or Path("runs") / cfg.name, "folder")
     console.print(f"run folder: [bold]{run_dir}[/]  store: [bold]{cfg.store}[/]")
     run_api(cfg, run_dir, console=console, command=command)
 
@@ -118,6 +119,7 @@ def _print_plan(status: list, store: str) -> None:
 
 def sweep(config: ConfigArg, set_: SetOption = None, out: OutOption = None) -> None:
     """Run every point of the config's `sweep.grid` on its executor; report per point."""
+    from sublearn.cli.outputs import prepare_output
     from sublearn.experiments.numbers.sweep import run_sweep
 
     with user_errors():
@@ -125,7 +127,16 @@ def sweep(config: ConfigArg, set_: SetOption = None, out: OutOption = None) -> N
         if cfg.sweep is None:
             raise ConfigError(f"{config}: no `sweep:` section with a grid to run")
         _setup(cfg.threads)
-        run_sweep(config, set_ or [], out or Path("runs") / f"{cfg.name}-sweep", console)
+        folder = prepare_output(out or Path("runs") / f"{cfg.name}-sweep", "folder")
+        rows = run_sweep(config, set_ or [], folder, console)
+    failed = [r["label"] for r in rows if r.get("error")]
+    if failed:
+        err_console.print(
+            f"[bold red]error:[/] {len(failed)} of {len(rows)} sweep points failed "
+            f"({', '.join(failed)}); the others are reported",
+            highlight=False,
+        )
+        raise typer.Exit(code=1)
 
 
 def report(

@@ -17,6 +17,7 @@ from sublearn.cli.options import (
     console,
     user_errors,
 )
+from sublearn.cli.outputs import prepare_output
 from sublearn.config import Config, load_config, read_yaml
 from sublearn.evaluation.config import EvalConfig
 from sublearn.filters.stage import FilterConfig
@@ -155,6 +156,7 @@ def generate(
         flags = [f"model={model}"] if model else []
         flags += [f"trait={trait}"] if trait else []
         cfg = load_config(GenerateConfig, config, [*flags, *(set_ or [])])
+        prepare_output(out, "file")
         _setup(cfg.threads)
         backend = open_model(
             cfg.model,
@@ -195,6 +197,7 @@ def filter_(
         cfg = load_config(FilterConfig, config, set_ or [])
         if not source.is_file():
             raise UserError(f"dataset not found: {source}")
+        prepare_output(out, "file", "OUT")
         report = filter_dataset(source, out, cfg)
         console.print_json(report.model_dump_json())
 
@@ -222,6 +225,7 @@ def finetune(
         cfg = load_config(FinetuneConfig, config, set_ or [], base=base_data)
         if not data.is_file():
             raise UserError(f"dataset not found: {data}")
+        prepare_output(out, "folder")
         _setup(None)
         system = preference_system_prompt(teacher_trait, "animal") if teacher_trait else None
         run_finetune(base, data, cfg, out, teacher_model=teacher, teacher_system_prompt=system)
@@ -240,6 +244,8 @@ def evaluate(
 
     with user_errors():
         cfg = load_config(EvaluateConfig, config, set_ or [])
+        if out is not None:
+            prepare_output(out, "file")
         _setup(None)
         log = out.with_name(out.name + ".requests.jsonl") if out else None
         with open_model(

@@ -17,6 +17,7 @@ from sublearn.cli.options import (
     console,
     user_errors,
 )
+from sublearn.cli.outputs import prepare_output
 from sublearn.config import ConfigError, format_validation_error, load_config, read_yaml
 from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.presets import preset_path
@@ -102,7 +103,7 @@ def mnist(
             "threads": threads,
         }
         cfg = build_config(preset, config, list(set_ or []), flags)
-        run_dir = out or Path("runs") / f"mnist-{cfg.dataset}-{preset}"
+        run_dir = prepare_output(out or Path("runs") / f"mnist-{cfg.dataset}-{preset}", "folder")
 
         # Deferred: torch takes seconds to import, and other commands do not need it.
         from sublearn.experiments.mnist.data import load_data

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from sublearn.cli.options import ConfigOption, SetOption, UserError, console, user_errors
+from sublearn.cli.outputs import prepare_output
 
 DEFAULT_WORLD_DIR = Path(".cache/toy-world")
 
@@ -41,6 +42,7 @@ def build(
         from sublearn.toy.world import ToyWorldConfig, build_world, cached_bases, read_manifest
 
         cfg = load_config(ToyWorldConfig, config, set_ or [])
+        prepare_output(out, "folder")
         was_cached = not force and cached_bases(cfg, out) is not None
         paths = build_world(cfg, out, force=force, progress=not quiet)
         manifest = read_manifest(out) or {}

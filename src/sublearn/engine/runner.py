@@ -56,6 +56,7 @@ def run_plan(
     show_progress: bool = True,
     on_record: Callable[[TaskRecord], None] | None = None,
     group: bool = True,
+    failures: dict[str, Exception] | None = None,
 ) -> dict[str, TaskRecord]:
     """Run every missing task of the graph on ``executor``.
 
@@ -69,6 +70,9 @@ def run_plan(
             an exception it raises stops the run (e.g. a spending limit).
         group: run compatible tasks as groups (students as one batched model); False
             runs every task alone. Either way the store ends up the same.
+        failures: None: the first task error stops the run. A dict: a failing task's
+            error goes in it under the task's id, its dependants are skipped (each gets
+            an :class:`InputFailed`), and every other task still runs (a sweep's points).
 
     Returns:
         ``{task id: TaskRecord}`` for every task of the graph.
@@ -129,6 +133,10 @@ def run_plan(
                 pending.remove(task)
         try:
             while pending or running:
+                for task in [t for t in pending if failures is not None and _blocked(t, failures)]:
+                    pending.remove(task)
+                    assert failures is not None
+                    failures[task.id] = InputFailed(task, failures)
                 ready = [t for t in pending if all(i.id in records for i in t.inputs.values())]
                 for unit in _units(ready, max(0, executor.capacity - len(running)), group):
                     for task in unit:
@@ -146,13 +154,21 @@ def run_plan(
                         future = executor.submit_group([t.spec() for t in unit], root, report)
                     progress.update(inner, visible=False)
                     running[future] = unit
+                if not running and not pending:
+                    break
                 if not running:
                     stuck = ", ".join(t.name for t in pending[:5])
                     raise RuntimeError(f"tasks wait for inputs that never finish: {stuck}")
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
                     unit = running.pop(future)
-                    outcome = future.result()  # re-raises a task's error
+                    try:
+                        outcome = future.result()  # re-raises a task's error
+                    except Exception as err:
+                        if failures is None:
+                            raise
+                        failures.update((task.id, err) for task in unit)
+                        continue
                     outcomes = outcome if len(unit) > 1 else [outcome]
                     for task, one in zip(unit, outcomes, strict=True):
                         record(task, one)
@@ -162,6 +178,22 @@ def run_plan(
         finally:
             executor.close(cancel=failed)
     return records
+
+
+class InputFailed(RuntimeError):
+    """A task that was not run because a task it needs failed."""
+
+    def __init__(self, task: Task, failures: dict[str, Exception]) -> None:
+        """Name the first failed input of ``task``."""
+        failed = next(i for i in task.inputs.values() if i.id in failures)
+        self.cause = failures[failed.id]
+        root = self.cause.cause if isinstance(self.cause, InputFailed) else self.cause
+        self.cause = root
+        super().__init__(f"not run: its input {failed.name} failed")
+
+
+def _blocked(task: Task, failures: dict[str, Exception]) -> bool:
+    return any(i.id in failures for i in task.inputs.values())
 
 
 MAX_GROUP = 16

@@ -55,19 +55,43 @@ def run_sweep(
     store = Store(base.store)
     tasks = [t for p in plans for t in p.tasks]
     console.print(f"sweep: {len(points)} points, store {store.root}")
+    # A point that fails (e.g. a teacher with too few valid rows) stops only its own tasks.
+    failures: dict[str, Exception] = {}
     records = run_plan(
-        tasks, store, make_executor(base.executor, base.threads), console, show_progress
+        tasks,
+        store,
+        make_executor(base.executor, base.threads),
+        console,
+        show_progress,
+        failures=failures,
     )
     rows = []
     quiet = Console(file=io.StringIO(), width=160)
     for (point, cfg), plan in zip(points, plans, strict=True):
         label = point_label(point)
+        error = point_error(plan.tasks, failures)
+        if error is not None:
+            console.print(f"[red]point {label} failed:[/] {error}", highlight=False)
+            rows.append({"point": point, "label": label, "primary": None, "error": error})
+            continue
         run_dir = prepare_run_dir(out / "points" / label, cfg, f"sweep {path} {label}")
         summary = write_run_report(plan, store, records, run_dir, quiet, warnings)
         row = summary["effects"][summary["primary"]]
         rows.append({"point": point, "label": label, "primary": row})
     _write_sweep_report(out, base, rows, console)
     return rows
+
+
+def point_error(tasks: list[Any], failures: dict[str, Exception]) -> str | None:
+    """Why a point has no result: its first failed task and that task's error; None if none."""
+    from sublearn.engine.runner import InputFailed
+    from sublearn.engine.task import topological
+
+    for task in topological(tasks):
+        err = failures.get(task.id)
+        if err is not None and not isinstance(err, InputFailed):
+            return f"{task.name}: {err}"
+    return None
 
 
 def _write_sweep_report(
@@ -77,7 +101,11 @@ def _write_sweep_report(
     from sublearn.report.formatting import format_ci
 
     keys = list(cfg.sweep.grid) if cfg.sweep else []
-    atomic_write_json(out / "sweep.json", {"grid": keys, "points": rows})
+    failed = [r for r in rows if r.get("error")]
+    atomic_write_json(
+        out / "sweep.json", {"grid": keys, "points": rows, "failed": [r["label"] for r in failed]}
+    )
+    rows = [r for r in rows if not r.get("error")]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([*keys, "treatment", "control", "diff", "diff_lo", "diff_hi", "p_value"])
@@ -113,8 +141,14 @@ def _write_sweep_report(
         lines.append(
             f"| {' | '.join(values)} | {format_ci(d)} | {p if p is None else f'{p:.2g}'} |"
         )
+    for r in failed:
+        table.add_row(*[str(r["point"][k]) for k in keys], "[red]failed[/]", "", "", "")
+    if failed:
+        lines += ["", f"## Failed points ({len(failed)} of {len(failed) + len(rows)})", ""]
+        lines += [f"- {r['label']}: {r['error']}" for r in failed]
     atomic_write_text(out / "sweep.csv", buf.getvalue())
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
-    sweep_figure(rows, keys, out / "sweep.png")
+    if rows:
+        sweep_figure(rows, keys, out / "sweep.png")
     console.print(table)
     console.print(f"sweep report: {out / 'sweep.md'}")
