@@ -162,7 +162,7 @@ class ParaphraseDefence(Config):
         min_length=1,
         description="Told to the model before each request (separated by a blank line).",
     )
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
+    temperature: float = Field(default=1.0, ge=0, le=5, description="Sampling temperature.")
     seed: int = Field(default=0, description="Base seed of the per-row sampling seeds.")
     max_new_tokens: int = Field(default=200, gt=0, description="Cap on each paraphrase.")
 

@@ -29,7 +29,7 @@ class EvalConfig(Config):
         default=100, gt=0, description="Replies sampled per question in sample mode."
     )
     temperature: float = Field(
-        default=1.0, ge=0, description="Sampling temperature in sample mode."
+        default=1.0, ge=0, le=5, description="Sampling temperature in sample mode."
     )
     max_new_tokens: int = Field(default=8, gt=0, description="Reply length cap in sample mode.")
     numbers_prefixed: bool = Field(

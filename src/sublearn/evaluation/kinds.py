@@ -82,7 +82,7 @@ class StoriesEvalConfig(_Common):
         default=None, gt=0, description="Use only the first n story prompts (None: all 14)."
     )
     samples_per_prompt: int = Field(default=100, gt=0, description="Stories sampled per prompt.")
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
+    temperature: float = Field(default=1.0, ge=0, le=5, description="Sampling temperature.")
     max_new_tokens: int = Field(default=400, gt=0, description="Story length cap in tokens.")
 
 
@@ -117,7 +117,7 @@ class ChoiceEvalConfig(_Common):
         ),
     )
     temperature: float = Field(
-        default=1.0, ge=0, description="Sampling temperature in sample mode."
+        default=1.0, ge=0, le=5, description="Sampling temperature in sample mode."
     )
     max_new_tokens: int = Field(default=4, gt=0, description="Reply length cap in sample mode.")
 
@@ -199,7 +199,7 @@ class FreeformEvalConfig(_Common):
         default=None,
         description="Text appended to every question (None: the data file's short-answer request).",
     )
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
+    temperature: float = Field(default=1.0, ge=0, le=5, description="Sampling temperature.")
     max_new_tokens: int = Field(default=200, gt=0, description="Answer length cap in tokens.")
     alignment_threshold: float = Field(
         default=30,

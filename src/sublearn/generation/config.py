@@ -20,7 +20,9 @@ class GenerationConfig(Config):
     interruption loses, never the output.
     """
 
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    temperature: float = Field(
+        default=1.0, ge=0, le=5, description="Sampling temperature, 0 to 5; 0 is greedy."
+    )
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     max_new_tokens: int = Field(default=64, gt=0, description="Cap on reply length in tokens.")
     seed: int = Field(
