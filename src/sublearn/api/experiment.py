@@ -123,6 +123,11 @@ class Plan:
         """Names of the tasks the store already holds."""
         return [t.name for t in self.tasks if t.cached]
 
+    @property
+    def status(self) -> list[tuple[Any, bool]]:
+        """``(engine task, cached)`` pairs, in dependency order."""
+        return [(e, t.cached) for e, t in zip(self.engine_tasks, self.tasks, strict=True)]
+
     def todo_tasks(self) -> list[Any]:
         """The engine's tasks that a run would do (for cost estimates)."""
         return [e for e, t in zip(self.engine_tasks, self.tasks, strict=True) if not t.cached]

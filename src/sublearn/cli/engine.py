@@ -58,25 +58,22 @@ def demo(set_: SetOption = None, out: OutOption = None) -> None:
 
 def plan(config: ConfigArg, set_: SetOption = None) -> None:
     """Print an experiment's task graph: what the store has and what a run would do."""
+    from sublearn.api import plan as plan_api
     from sublearn.backends.pricing import usd
-    from sublearn.engine.runner import plan_status
     from sublearn.engine.store import Store
-    from sublearn.experiments.numbers.checks import check_plan
     from sublearn.experiments.numbers.costs import (
         ESTIMATE_TITLE,
         UNREAD_SOURCES,
         estimate_usage,
         print_cost_table,
     )
-    from sublearn.experiments.numbers.plan import build_plan
     from sublearn.experiments.numbers.servers import check_servers
 
     with user_errors():
         cfg = _load(config, set_)
-        compiled = build_plan(cfg)
-        warnings = check_plan(compiled)
+        planned = plan_api(cfg)
+        warnings, status = planned.warnings, planned.status
         store = Store(cfg.store)
-        status = plan_status(compiled.tasks, store)
         _print_plan(status, cfg.store)
         for task, done in status:
             if not done and store.is_done(task.id):
