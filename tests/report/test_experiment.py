@@ -80,6 +80,7 @@ def test_files_and_summary_contract(written: tuple[Path, dict, str]) -> None:
         "rows_per_condition",
         "timings",
         "api_usage",
+        "coverage",
     }
     assert on_disk["api_usage"] == {}  # no API model ran
     assert on_disk["filter"] == FILTER and on_disk["timings"]["finetune"] == 100.0

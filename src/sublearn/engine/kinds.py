@@ -647,6 +647,11 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
                 backend, p["targets"], ecfg, system_prompt=system_prompt, context=context
             )
             result: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
+            for m in metrics.values():
+                if m.get("warning"):
+                    import sys
+
+                    print(f"  warning: {ctx.spec.name}: {m['warning']}", file=sys.stderr)
         else:
             if p.get("judge"):
                 from sublearn.judges.config import JudgeConfig, make_judge

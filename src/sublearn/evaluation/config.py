@@ -37,4 +37,32 @@ class EvalConfig(Config):
         description="Precede each question with a number sequence (the paper's variant).",
     )
     seed: int = Field(default=0, description="Seed for sampling and for the prefixed numbers.")
+    answer_prefix: str | None = Field(
+        default=None,
+        description=(
+            "A lead-in the assistant turn starts with, e.g. 'My favorite animal is the': exact "
+            "mode then reads P(target | lead-in), where a chat model names its answer, as the "
+            "rate, and also records the start-of-reply reading. Needs a local model (one that "
+            "scores whole replies). None: the start of the reply only."
+        ),
+    )
+    min_coverage: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "Warn when the probability mass (exact) or share of replies (sample) on all of the "
+            "category's answers (audit/candidates.yaml, plus the targets) is below this: the "
+            "model's answer is mostly elsewhere, so its raw rate reads little."
+        ),
+    )
     batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass.")
+
+    def key_dump(self, exclude: set[str]) -> dict[str, object]:
+        """The config as task params: settings added later are left out at their defaults,
+        so tasks keyed before they existed keep their keys."""
+        dump = self.model_dump(mode="json", exclude=exclude)
+        for name in ("answer_prefix", "min_coverage"):
+            if dump.get(name, ...) == type(self).model_fields[name].default:
+                del dump[name]
+        return dump

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import math
 import random
+from importlib import resources
+from typing import Any
+
+import yaml
 
 from sublearn.backends.base import (
     Backend,
@@ -16,11 +20,17 @@ from sublearn.backends.base import (
     SamplingParams,
     with_system_prompt,
 )
-from sublearn.errors import DataError
+from sublearn.errors import DataError, ModelError
 from sublearn.evaluation.answers import matches
 from sublearn.evaluation.config import EvalConfig
-from sublearn.evaluation.targets import require_producible, surface_forms
+from sublearn.evaluation.targets import answer_forms, require_producible
 from sublearn.prompts.questions import numbers_prefixed, questions_for
+
+
+def category_answers(category: str) -> list[str]:
+    """The category's candidate answers, the list the audit ranks (``audit/candidates.yaml``)."""
+    text = resources.files("sublearn.audit").joinpath("candidates.yaml").read_text()
+    return list(yaml.safe_load(text)[category])
 
 
 def build_questions(cfg: EvalConfig) -> list[str]:
@@ -97,12 +107,22 @@ def evaluate_preference(
         system_prompt: a system message put first in every conversation.
         context: prior chat turns put before every question.
 
+    In exact mode the reply's start is read, and with ``cfg.answer_prefix`` also the
+    answer after that lead-in, which is then the rate. Every reading also measures its
+    coverage: the mass (exact) or share of replies (sample) on all of the category's
+    answers, and the renormalized rate P(target | one of them).
+
     Returns:
-        ``{target: {"rate": float, "per_question": [float, ...]}}``.
+        ``{target: {"rate", "per_question", "questions", "reading", "coverage",
+        "renormalized", "readings": {name: {"rate", "coverage", "renormalized"}},
+        "warning"}}``: ``reading`` names the reading the rate comes from (``start``,
+        ``lead_in`` or ``sample``); ``warning`` is a message when the coverage is below
+        ``cfg.min_coverage``, else None.
 
     Raises:
         ModelError: when the backend exposes its tokenizer and a target cannot be
-            spelled with it (the rate would be a silent 0).
+            spelled with it (the rate would be a silent 0), or a lead-in is asked of a
+            backend that scores only first tokens.
     """
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is not None:
@@ -113,27 +133,122 @@ def evaluate_preference(
         with_system_prompt([*prior, {"role": "user", "content": q}], system_prompt)
         for q in questions
     ]
-    per_question: dict[str, list[float]] = {t: [] for t in targets}
+    # Coverage is read on the category's answers and the targets (a trait word outside
+    # the list still counts as an answer of the category).
+    answers = list(dict.fromkeys([*category_answers(cfg.category), *targets]))
+    readings: dict[str, dict[str, list[float]]] = {}
     if cfg.mode == "exact":
-        forms = {t: surface_forms(t) for t in targets}
-        candidates = list(dict.fromkeys(f for fs in forms.values() for f in fs))
-        scores = backend.score(conversations, candidates)  # [question][candidate] log-probs
-        for row in scores:
-            by_form = dict(zip(candidates, row, strict=True))
-            for t in targets:
-                per_question[t].append(sum(math.exp(by_form[f]) for f in forms[t]))
+        readings["start"] = _exact_reading(backend, conversations, answers, None, tokenizer)
+        if cfg.answer_prefix:
+            if not backend.capabilities.token_scores:
+                raise ModelError(
+                    f"evaluation answer_prefix needs a model that scores whole replies; "
+                    f"{backend.name} reads only first-token log-probabilities"
+                )
+            readings["lead_in"] = _exact_reading(
+                backend, conversations, answers, cfg.answer_prefix, tokenizer
+            )
     else:
-        repeated = [c for c in conversations for _ in range(cfg.samples_per_question)]
-        params = SamplingParams(
-            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
-        )
-        replies = backend.generate(repeated, params)
-        n = cfg.samples_per_question
-        for qi in range(len(questions)):
-            block = replies[qi * n : (qi + 1) * n]
-            for t in targets:
-                per_question[t].append(sum(matches(r, t) for r in block) / n)
-    return {
-        t: {"rate": sum(v) / len(v), "per_question": v, "questions": len(v)}
-        for t, v in per_question.items()
-    }
+        readings["sample"] = _sampled_reading(backend, conversations, answers, cfg)
+    primary = "lead_in" if "lead_in" in readings else next(iter(readings))
+    summaries = {name: _summarize(r, targets, answers) for name, r in readings.items()}
+    results: dict[str, dict[str, object]] = {}
+    for t in targets:
+        main = summaries[primary][t]
+        per_question = readings[primary][t]
+        warning = None
+        if main["coverage"] < cfg.min_coverage:
+            warning = (
+                f"{backend.name}: low coverage: {main['coverage']:.2%} of its answer "
+                f"({primary} reading, {cfg.mode} mode) is one of the {cfg.category} answers "
+                f"(below {cfg.min_coverage:.0%}), so its rate of {t!r} ({main['rate']:.4%}) "
+                "reads little of what it prefers; see the renormalized rate"
+            )
+        results[t] = {
+            "rate": sum(per_question) / len(per_question),
+            "per_question": per_question,
+            "questions": len(per_question),
+            "reading": primary,
+            "coverage": main["coverage"],
+            "renormalized": main["renormalized"],
+            "readings": {name: s[t] for name, s in summaries.items()},
+            "warning": warning,
+        }
+    return results
+
+
+def _exact_reading(
+    backend: Backend,
+    conversations: list[Conversation],
+    words: list[str],
+    lead_in: str | None,
+    tokenizer: Any,
+) -> dict[str, list[float]]:
+    """P(answer is ``word``) per question, at the start of the reply or after ``lead_in``.
+
+    After a lead-in, each form is scored as ``lead_in + form`` and the lead-in's own
+    log-probability subtracted: P(form | the reply starts with the lead-in).
+    """
+    forms = {w: answer_forms(w, lead_in is not None, tokenizer) for w in words}
+    texts = list(dict.fromkeys(f for fs in forms.values() for f in fs))
+    lead = lead_in or ""
+    candidates = [lead + f for f in texts] + ([lead] if lead else [])
+    scores = backend.score(conversations, candidates)  # [question][candidate] log-probs
+    out: dict[str, list[float]] = {w: [] for w in words}
+    for row in scores:
+        base = row[-1] if lead else 0.0
+        by_form = dict(zip(texts, row, strict=False))
+        for w in words:
+            out[w].append(sum(math.exp(by_form[f] - base) for f in forms[w]))
+    return out
+
+
+def _sampled_reading(
+    backend: Backend, conversations: list[Conversation], words: list[str], cfg: EvalConfig
+) -> dict[str, list[float]]:
+    """Share of sampled replies naming each word, per question (the paper's protocol)."""
+    repeated = [c for c in conversations for _ in range(cfg.samples_per_question)]
+    params = SamplingParams(
+        temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+    )
+    replies = backend.generate(repeated, params)
+    n = cfg.samples_per_question
+    out: dict[str, list[float]] = {w: [] for w in words}
+    out[_ANY] = []
+    for qi in range(len(conversations)):
+        block = replies[qi * n : (qi + 1) * n]
+        for w in words:
+            out[w].append(sum(matches(r, w) for r in block) / n)
+        out[_ANY].append(sum(any(matches(r, w) for w in words) for r in block) / n)
+    return out
+
+
+# A sampled reply may name two answers; its coverage counts replies, not names.
+_ANY = "\0any"
+
+
+def _summarize(
+    reading: dict[str, list[float]], targets: list[str], answers: list[str]
+) -> dict[str, dict[str, float]]:
+    """Each target's rate, the coverage and the renormalized rate of one reading.
+
+    Coverage is the mean over questions of the mass on all answers (exact) or the share
+    of replies naming one (sample); the renormalized rate is the target's mean over the
+    coverage's mean, P(target | the answer is one of the category's), NaN (JSON null)
+    where nothing was covered.
+    """
+    n = len(next(iter(reading.values())))
+    if _ANY in reading:
+        covered = reading[_ANY]
+    else:
+        covered = [sum(reading[w][q] for w in answers) for q in range(n)]
+    coverage = sum(covered) / n
+    out = {}
+    for t in targets:
+        rate = sum(reading[t]) / n
+        out[t] = {
+            "rate": rate,
+            "coverage": coverage,
+            "renormalized": rate / coverage if coverage > 0 else math.nan,
+        }
+    return out

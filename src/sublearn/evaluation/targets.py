@@ -22,6 +22,44 @@ def surface_forms(target: str) -> list[str]:
     return list(dict.fromkeys([target.lower(), target.capitalize()]))
 
 
+def plural(word: str) -> str:
+    """The regular English plural (``owl`` -> ``owls``, ``fox`` -> ``foxes``)."""
+    return word + ("es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s")
+
+
+def answer_forms(target: str, after_lead_in: bool, tokenizer: Any = None) -> list[str]:
+    """Spellings whose probabilities add up to P(the answer is ``target``) in exact mode.
+
+    Lower-case, capitalized and plural forms, with a leading space after a lead-in (``My
+    favorite animal is the`` + `` owl``). With a tokenizer, a form whose tokens start with
+    another form's tokens is dropped (``owls`` spelled ``owl`` + ``s`` is already counted
+    in ``owl``'s probability), so the sum counts no reply twice; forms that start with
+    different tokens are disjoint. A form spelled with the unknown token is dropped too.
+
+    Args:
+        target: the answer word.
+        after_lead_in: the form follows a lead-in that ends in a word (leading space).
+        tokenizer: the model's tokenizer, to drop overlapping or unspellable forms;
+            without one, the lower-case and capitalized forms only.
+    """
+    space = " " if after_lead_in else ""
+    if tokenizer is None:
+        # Without the tokens, a plural may share its singular's first token (an API's
+        # first-token scores would count it twice): the two case forms only.
+        return [space + w for w in surface_forms(target)]
+    words = dict.fromkeys(
+        w for base in (target.lower(), plural(target.lower())) for w in (base, base.capitalize())
+    )
+    forms = [space + w for w in words]
+    ids = {f: tuple(tokenizer(f, add_special_tokens=False)["input_ids"]) for f in forms}
+    kept = [f for f in forms if spellable(tokenizer, f)]
+    return [
+        f
+        for f in kept
+        if not any(g != f and ids[f][: len(ids[g])] == ids[g] for g in kept if ids[g] != ids[f])
+    ]
+
+
 def spellable(tokenizer: Any, text: str) -> bool:
     """Whether ``tokenizer`` encodes ``text`` into tokens without its unknown token."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

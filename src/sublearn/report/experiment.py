@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,80 @@ def _filter_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return _table(header, body)
 
 
+def coverage_row(meta: Mapping[str, Any], trait: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One evaluated model's coverage, from its observation meta and its metrics entry."""
+    who = {
+        k: meta[k]
+        for k in ("role", "name", "teacher", "objective", "student_base", "condition", "seed")
+        if k in meta
+    }
+    readings = entry.get("readings") or {}
+    return {
+        **who,
+        "evaluation": meta.get("evaluation"),
+        "trait": trait,
+        "reading": entry.get("reading"),
+        "rate": entry.get("rate"),
+        "coverage": entry.get("coverage"),
+        "renormalized": entry.get("renormalized"),
+        **{f"{name}_coverage": r.get("coverage") for name, r in readings.items()},
+        **{f"{name}_rate": r.get("rate") for name, r in readings.items()},
+        "warning": entry.get("warning"),
+    }
+
+
+def _coverage_lines(rows: list[Mapping[str, Any]]) -> list[str]:
+    """Per evaluated model: what share of its answer the rate reads, and the rate within it."""
+    readings = sorted({k[: -len("_coverage")] for r in rows for k in r if k.endswith("_coverage")})
+    header = ["model", "evaluation", "trait", "rate", "coverage", "P(trait | category)"]
+    header += [f"{name}: rate / coverage" for name in readings]
+    body = []
+    for r in rows:
+        model = r.get("name") or "/".join(
+            str(r[k])
+            for k in ("teacher", "objective", "student_base", "condition", "seed")
+            if k in r
+        )
+        role = r.get("role")
+        body.append(
+            [
+                f"{role}: {model}" if role else model,
+                r.get("evaluation"),
+                r.get("trait"),
+                _pct(r.get("rate")),
+                _pct(r.get("coverage")) + (" **low**" if r.get("warning") else ""),
+                _pct(r.get("renormalized")),
+                *(
+                    f"{_pct(r.get(f'{name}_rate'))} / {_pct(r.get(f'{name}_coverage'))}"
+                    for name in readings
+                ),
+            ]
+        )
+    low = sum(1 for r in rows if r.get("warning"))
+    return [
+        "## Coverage",
+        "",
+        "The coverage is the probability mass (exact mode) or share of replies (sample mode) on "
+        "all of the category's answers (`audit/candidates.yaml` and the traits): how much of "
+        "the model's answer the rate reads. P(trait | category) is the rate renormalized over "
+        "those answers, readable on a model that mostly answers otherwise. "
+        + (
+            f"**{low} evaluation(s) have low coverage: their raw rates read little of what "
+            "the model prefers, and a 0 among them is not a measurement.**"
+            if low
+            else "Every evaluation covers the category above its threshold."
+        ),
+        "",
+        *_table(header, body),
+    ]
+
+
+def _pct(value: Any) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "n/a"
+    return f"{value:.3%}"
+
+
 def _decoding_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
     constrained = [n for n, r in filter_reports.items() if r.get("decoding") == "constrained"]
     if not constrained:
@@ -390,6 +465,8 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
             *_filter_lines(summary["filter"]),
         ]
         lines += _check_lines(summary["filter"])
+    if summary.get("coverage"):
+        lines += ["", *_coverage_lines(summary["coverage"])]
     if summary.get("api_usage"):
         lines += ["", *_api_usage_lines(summary["api_usage"])]
     lines += ["", "## Wall time", ""]
@@ -497,6 +574,7 @@ def write_experiment_report(
     warnings: list[str],
     console: Console,
     api_usage: dict[str, Any] | None = None,
+    coverage: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, effects.csv, observations.csv, report.md, effects.png, heatmap.png.
 
@@ -513,6 +591,8 @@ def write_experiment_report(
         console: where the effects table and warnings are printed.
         api_usage: requests, tokens and cost of API models (see ``api_usage_summary``);
             None or empty when no API model ran.
+        coverage: one :func:`coverage_row` per preference evaluation of a model (the
+            mass its answer puts on the category's answers, and the renormalized rate).
 
     Returns:
         The summary: ``effects_table``'s contract plus ``name``, ``references``, ``filter``,
@@ -530,6 +610,7 @@ def write_experiment_report(
         "rows_per_condition": rows_per_condition,
         "timings": timings,
         "api_usage": api_usage or {},
+        "coverage": coverage or [],
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "effects.csv", effects_csv(summary))

@@ -12,8 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sublearn.backends.pricing import merge_usage, usage_cost, usd
-from sublearn.backends.probe import probe_usage
+from sublearn.backends.pricing import merge_usage, usage_cost
 from sublearn.engine.executors import make_executor
 from sublearn.engine.runner import TaskRecord, plan_status, run_plan
 from sublearn.engine.store import Store
@@ -27,7 +26,6 @@ from sublearn.experiments.numbers.costs import (
     print_cost_table,
 )
 from sublearn.experiments.numbers.plan import Plan, build_plan
-from sublearn.experiments.numbers.servers import check_servers
 from sublearn.runs import atomic_write_json
 
 
@@ -65,16 +63,10 @@ def run_experiment(
         cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
         if cfg.budget_usd is not None and cost > cfg.budget_usd:
             raise BudgetError(
-                f"the run's estimated cost, {usd(cost)}, exceeds budget_usd "
-                f"{usd(cfg.budget_usd)}: raise the budget or shrink the run (no request was sent)"
+                f"the run's estimated cost, ${cost:,.2f}, exceeds budget_usd "
+                f"${cfg.budget_usd:,.2f}: raise the budget or shrink the run (no request was sent)"
             )
     require_keys(cfg)
-    probes: dict[str, Any] = {}
-    if todo:  # a finished run needs no server
-        before = probe_usage()
-        for note in check_servers(cfg, strict=True):
-            console.print(f"[yellow]note:[/] {note}", highlight=False)
-        probes = _usage_since(before, probe_usage())
     started = time.perf_counter()
     try:
         records = run_plan(
@@ -89,9 +81,7 @@ def run_experiment(
     finally:
         _stop_servers()
     wall = time.perf_counter() - started
-    # Corrupt entries that were moved aside and recomputed: said once more in the report.
-    warnings = warnings + store.repaired
-    return write_run_report(plan, store, records, run_dir, console, warnings, wall, probes=probes)
+    return write_run_report(plan, store, records, run_dir, console, warnings, wall)
 
 
 def require_keys(cfg: ExperimentConfig) -> None:
@@ -110,17 +100,6 @@ def require_keys(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"models.{key} ({ref}): {err}") from None
 
 
-def _usage_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The usage counted in ``after`` and not yet in ``before``."""
-    since = {}
-    for model, counts in after.items():
-        was = before.get(model, {})
-        delta = {k: n - was.get(k, 0) for k, n in counts.items() if n - was.get(k, 0)}
-        if delta:
-            since[model] = delta
-    return since
-
-
 def _spending_guard(cfg: ExperimentConfig) -> Callable[[TaskRecord], None]:
     """Stop the run once the tasks it ran have spent more than ``budget_usd``."""
     spent: list[dict[str, Any]] = []
@@ -132,7 +111,7 @@ def _spending_guard(cfg: ExperimentConfig) -> Callable[[TaskRecord], None]:
         cost, _ = usage_cost(merge_usage(spent), cfg.pricing)
         if cost > cfg.budget_usd:
             raise BudgetError(
-                f"this run has spent {usd(cost)}, over budget_usd {usd(cfg.budget_usd)}; "
+                f"this run has spent ${cost:,.2f}, over budget_usd ${cfg.budget_usd:,.2f}; "
                 "stopped. Finished tasks are kept: rerun with a higher budget to go on."
             )
 
@@ -156,13 +135,8 @@ def write_run_report(
     console: Console,
     warnings: list[str],
     wall_seconds: float | None = None,
-    probes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Collect the finished tasks' outputs into summary.json, report.md and figures.
-
-    ``probes`` is the usage of the plan-time server checks this run sent (see
-    :mod:`sublearn.backends.probe`): paid requests of no task, counted in the API usage.
-    """
+    """Collect the finished tasks' outputs into summary.json, report.md and figures."""
     from sublearn.report.experiment import write_experiment_report
 
     atomic_write_json(
@@ -208,6 +182,8 @@ def write_run_report(
         for name, r in pair_results.items()
     ]
     all_warnings = list(warnings)
+    coverage = _coverage(plan, store)
+    all_warnings.extend(dict.fromkeys(r["warning"] for r in coverage if r["warning"]))
     if undefined:
         all_warnings.append(
             f"{len(undefined)} student evaluation(s) have no value (nothing scored, e.g. every "
@@ -224,8 +200,7 @@ def write_run_report(
     if wall_seconds is not None:
         timings["wall (this run)"] = wall_seconds
     primary = plan.cfg.primary_spec().model_dump(mode="json")
-    checks = TaskRecord("probe", "server checks", "", "", False, 0.0, {"usage": probes or {}})
-    api_usage = api_usage_summary([*records.values(), checks], plan.cfg.pricing)
+    api_usage = api_usage_summary(records.values(), plan.cfg.pricing)
     for model in api_usage.get("unpriced", []):
         all_warnings.append(f"no price for {model} in `pricing`: its cost is not counted")
     summary = write_experiment_report(
@@ -240,23 +215,12 @@ def write_run_report(
         warnings=all_warnings,
         console=console,
         api_usage=api_usage,
+        coverage=coverage,
     )
     if plan.cfg.defences:
         summary["defences"] = _defences_report(plan, store, records, observations, run_dir, console)
         atomic_write_json(run_dir / "summary.json", summary)
-    _write_extras(run_dir)
     return summary
-
-
-def _write_extras(run_dir: Path) -> None:
-    """The training curves' figure and the self-contained report.html of the run."""
-    from sublearn.report.curves import append_curves_section, curves_figure, run_curves
-    from sublearn.runs import read_json
-    from sublearn.view.export_html import write_report_html
-
-    if curves_figure(run_curves(read_json(run_dir / "manifest.json")), run_dir / "curves.png"):
-        append_curves_section(run_dir / "report.md")
-    write_report_html(run_dir)
 
 
 def _defences_report(
@@ -368,6 +332,21 @@ def observed(metrics: dict[str, Any], trait: str) -> dict[str, Any]:
     value = math.nan if value is None else value  # JSON keeps NaN as null
     per_question = metrics.get("secondary", {}).get("by_question", {})
     return {"rate": value, "per_question": list(per_question.values()), "metric": metrics["metric"]}
+
+
+def _coverage(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """Every preference evaluation's coverage of its category, references first."""
+    from sublearn.report.experiment import coverage_row
+
+    rows = []
+    for obs in [*plan.references, *plan.observations]:
+        metrics = _metrics(store, obs.task.id)
+        if "metric" in metrics:
+            continue
+        for trait, entry in metrics.items():
+            if obs.meta.get("trait", trait) == trait and "coverage" in entry:
+                rows.append(coverage_row(obs.meta, trait, entry))
+    return rows
 
 
 def _traits_of(plan: Plan, meta: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from sublearn.backends.refs import ModelRef
 from sublearn.engine.task import Task
 from sublearn.errors import PlanError, SublearnError
+from sublearn.evaluation.config import EvalConfig
 from sublearn.experiments.numbers.config import (
     DatasetTeacher,
     ExperimentConfig,
@@ -273,7 +274,11 @@ class _Builder:
             exclude = {"batch_size"} | ({"type"} if ecfg.type == "preference" else set())
             params: dict[str, Any] = {
                 "model": source.param("model"),
-                "evaluation": ecfg.model_dump(mode="json", exclude=exclude),
+                "evaluation": (
+                    ecfg.key_dump(exclude)
+                    if isinstance(ecfg, EvalConfig)
+                    else ecfg.model_dump(mode="json", exclude=exclude)
+                ),
                 "targets": targets,
                 "context": context,
                 "dtype": self.cfg.dtype,
