@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from sublearn.backends.pricing import merge_usage, usage_cost
+from sublearn.backends.pricing import merge_usage, usage_cost, usd
+from sublearn.backends.probe import probe_usage
 from sublearn.engine.executors import make_executor
 from sublearn.engine.runner import TaskRecord, plan_status, run_plan
 from sublearn.engine.store import Store
@@ -26,6 +27,7 @@ from sublearn.experiments.numbers.costs import (
     print_cost_table,
 )
 from sublearn.experiments.numbers.plan import Plan, build_plan
+from sublearn.experiments.numbers.servers import check_servers
 from sublearn.runs import atomic_write_json
 
 
@@ -63,10 +65,16 @@ def run_experiment(
         cost = print_cost_table(console, estimate, cfg.pricing, ESTIMATE_TITLE)
         if cfg.budget_usd is not None and cost > cfg.budget_usd:
             raise BudgetError(
-                f"the run's estimated cost, ${cost:,.2f}, exceeds budget_usd "
-                f"${cfg.budget_usd:,.2f}: raise the budget or shrink the run (no request was sent)"
+                f"the run's estimated cost, {usd(cost)}, exceeds budget_usd "
+                f"{usd(cfg.budget_usd)}: raise the budget or shrink the run (no request was sent)"
             )
     require_keys(cfg)
+    probes: dict[str, Any] = {}
+    if todo:  # a finished run needs no server
+        before = probe_usage()
+        for note in check_servers(cfg, strict=True):
+            console.print(f"[yellow]note:[/] {note}", highlight=False)
+        probes = _usage_since(before, probe_usage())
     started = time.perf_counter()
     try:
         records = run_plan(
@@ -81,7 +89,9 @@ def run_experiment(
     finally:
         _stop_servers()
     wall = time.perf_counter() - started
-    return write_run_report(plan, store, records, run_dir, console, warnings, wall)
+    # Corrupt entries that were moved aside and recomputed: said once more in the report.
+    warnings = warnings + store.repaired
+    return write_run_report(plan, store, records, run_dir, console, warnings, wall, probes=probes)
 
 
 def require_keys(cfg: ExperimentConfig) -> None:
@@ -100,6 +110,17 @@ def require_keys(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"models.{key} ({ref}): {err}") from None
 
 
+def _usage_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The usage counted in ``after`` and not yet in ``before``."""
+    since = {}
+    for model, counts in after.items():
+        was = before.get(model, {})
+        delta = {k: n - was.get(k, 0) for k, n in counts.items() if n - was.get(k, 0)}
+        if delta:
+            since[model] = delta
+    return since
+
+
 def _spending_guard(cfg: ExperimentConfig) -> Callable[[TaskRecord], None]:
     """Stop the run once the tasks it ran have spent more than ``budget_usd``."""
     spent: list[dict[str, Any]] = []
@@ -111,7 +132,7 @@ def _spending_guard(cfg: ExperimentConfig) -> Callable[[TaskRecord], None]:
         cost, _ = usage_cost(merge_usage(spent), cfg.pricing)
         if cost > cfg.budget_usd:
             raise BudgetError(
-                f"this run has spent ${cost:,.2f}, over budget_usd ${cfg.budget_usd:,.2f}; "
+                f"this run has spent {usd(cost)}, over budget_usd {usd(cfg.budget_usd)}; "
                 "stopped. Finished tasks are kept: rerun with a higher budget to go on."
             )
 
@@ -135,8 +156,13 @@ def write_run_report(
     console: Console,
     warnings: list[str],
     wall_seconds: float | None = None,
+    probes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Collect the finished tasks' outputs into summary.json, report.md and figures."""
+    """Collect the finished tasks' outputs into summary.json, report.md and figures.
+
+    ``probes`` is the usage of the plan-time server checks this run sent (see
+    :mod:`sublearn.backends.probe`): paid requests of no task, counted in the API usage.
+    """
     from sublearn.report.experiment import write_experiment_report
 
     atomic_write_json(
@@ -200,7 +226,8 @@ def write_run_report(
     if wall_seconds is not None:
         timings["wall (this run)"] = wall_seconds
     primary = plan.cfg.primary_spec().model_dump(mode="json")
-    api_usage = api_usage_summary(records.values(), plan.cfg.pricing)
+    checks = TaskRecord("probe", "server checks", "", "", False, 0.0, {"usage": probes or {}})
+    api_usage = api_usage_summary([*records.values(), checks], plan.cfg.pricing)
     for model in api_usage.get("unpriced", []):
         all_warnings.append(f"no price for {model} in `pricing`: its cost is not counted")
     summary = write_experiment_report(
@@ -220,7 +247,19 @@ def write_run_report(
     if plan.cfg.defences:
         summary["defences"] = _defences_report(plan, store, records, observations, run_dir, console)
         atomic_write_json(run_dir / "summary.json", summary)
+    _write_extras(run_dir)
     return summary
+
+
+def _write_extras(run_dir: Path) -> None:
+    """The training curves' figure and the self-contained report.html of the run."""
+    from sublearn.report.curves import append_curves_section, curves_figure, run_curves
+    from sublearn.runs import read_json
+    from sublearn.view.export_html import write_report_html
+
+    if curves_figure(run_curves(read_json(run_dir / "manifest.json")), run_dir / "curves.png"):
+        append_curves_section(run_dir / "report.md")
+    write_report_html(run_dir)
 
 
 def _defences_report(
