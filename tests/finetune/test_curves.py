@@ -147,3 +147,19 @@ def test_the_experiment_config_passes_tensorboard_to_the_tasks(tmp_path: Path) -
     cfg = load_experiment("toy/owl-numbers", {"tensorboard": True, "store": str(tmp_path)})
     trains = [t for t in plan(cfg).engine_tasks if t.kind in ("train", "teacher")]
     assert trains and all(t.runtime["tensorboard"] is True for t in trains)
+
+
+@pytest.mark.slow
+def test_mnist_writes_teacher_and_student_curves_the_viewer_reads(tmp_path: Path) -> None:
+    from sublearn.experiments.mnist.config import MnistConfig
+    from sublearn.experiments.mnist.experiment import run_experiment
+    from sublearn.view.data import run_bundle
+    from tests.experiments.mnist.test_experiment import TINY
+
+    result = run_experiment(MnistConfig(**TINY), tmp_path)
+    rows = read_curves(tmp_path / CURVES_FILE)
+    series = {r["series"] for r in rows}
+    assert series == {"teacher", "student_aux", "student_all", "cross_aux", "cross_all"}
+    teacher = [r for r in rows if r["series"] == "teacher"]
+    assert [r["step"] for r in teacher] == list(range(1, result.steps["teacher"] + 1))
+    assert run_bundle(tmp_path)["curves"] == {tmp_path.name: rows}

@@ -112,7 +112,7 @@ def run_bundle(folder: Path, audits: list[Path] | None = None) -> dict[str, Any]
         },
         "per_question": per_question(tasks),
         "pairs": paired_data(tasks),
-        "curves": run_curves(manifest),
+        "curves": {**run_curves(manifest), **_own_curves(folder)},
         "audits": [audit_bundle(a) for a in audits],
         "report_md": (folder / "report.md").read_text() if (folder / "report.md").is_file() else "",
     }
@@ -208,6 +208,14 @@ def audit_bundle(folder: Path) -> dict[str, Any]:
         "meta": audit.get("meta", {}),
         "tokens": token_rows(folder, audit.get("config", {})),
     }
+
+
+def _own_curves(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Curves a run wrote into its own folder (the MNIST experiment's teachers and students)."""
+    from sublearn.finetune.curves import CURVES_FILE, read_curves
+
+    rows = read_curves(folder / CURVES_FILE)
+    return {folder.name: rows} if rows else {}
 
 
 def _replies(folder: Path) -> dict[str, tuple[str, str]]:
