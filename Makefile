@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/pyright
+	$(BIN)/python -m tests.support.import_cycles src
 
 bench: setup
 	$(BIN)/python benchmarks/mlp_throughput.py

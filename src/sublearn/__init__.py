@@ -12,13 +12,9 @@ so ``import sublearn`` stays cheap::
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("sublearn")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from sublearn.version import __version__
 
 if TYPE_CHECKING:
     from sublearn.api import (

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sublearn import __version__
 from sublearn.config import Config
 from sublearn.errors import DataError
+from sublearn.version import __version__
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

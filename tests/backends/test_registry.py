@@ -26,8 +26,8 @@ def test_builtin_providers() -> None:
 
 
 def test_unknown_provider_lists_the_registered_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
-    del registry._FACTORIES["openai"]
+    monkeypatch.setattr(registry, "BACKENDS", registry.BACKENDS.copy())
+    registry.BACKENDS.unregister("openai")
     with pytest.raises(ConfigError, match=r"no backend is registered for provider 'openai'.*hf"):
         open_backend("openai:gpt-4.1-nano")
 
@@ -44,7 +44,7 @@ def test_unknown_option_names_the_accepted_ones() -> None:
 
 
 def test_register_backend_passes_ref_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    monkeypatch.setattr(registry, "BACKENDS", registry.BACKENDS.copy())
     seen: list[tuple[ModelRef, int]] = []
 
     @register_backend("vllm")

@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 from sublearn.backends.base import Backend
 from sublearn.backends.refs import PROVIDERS, ModelRef
 from sublearn.errors import ConfigError
+from sublearn.registry import Registry
 
 BackendFactory = Callable[..., Backend]
 """``(ref: ModelRef, **options) -> Backend``."""
 
 _F = TypeVar("_F", bound=BackendFactory)
-_FACTORIES: dict[str, BackendFactory] = {}
+BACKENDS: Registry[BackendFactory] = Registry("backend", expected="a backend factory")
+"""Backend factories by provider."""
 
 
 def register_backend(provider: str) -> Callable[[_F], _F]:
@@ -46,7 +48,7 @@ def register_backend(provider: str) -> Callable[[_F], _F]:
         raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDERS)}")
 
     def decorate(factory: _F) -> _F:
-        _FACTORIES[provider] = factory
+        BACKENDS.register(provider, factory)
         return factory
 
     return decorate
@@ -54,7 +56,7 @@ def register_backend(provider: str) -> Callable[[_F], _F]:
 
 def registered_providers() -> tuple[str, ...]:
     """Providers with a registered backend, sorted."""
-    return tuple(sorted(_FACTORIES))
+    return tuple(sorted(BACKENDS))
 
 
 def open_backend(ref: ModelRef | str, **options: Any) -> Backend:
@@ -74,12 +76,12 @@ def open_backend(ref: ModelRef | str, **options: Any) -> Backend:
         ModelError: the model cannot be found or loaded.
     """
     model = ModelRef.parse(ref) if isinstance(ref, str) else ref
-    factory = _FACTORIES.get(model.provider)
-    if factory is None:
+    if model.provider not in BACKENDS:
         raise ConfigError(
             f"no backend is registered for provider {model.provider!r} (in {str(model)!r}); "
             f"registered: {', '.join(registered_providers())}"
         )
+    factory = BACKENDS.get(model.provider)
     signature = inspect.signature(factory)
     try:
         signature.bind(model, **options)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from sublearn import __version__
 from sublearn.cli import audit, defend, engine, lm, mnist, store, theory, toy
 from sublearn.cli.export import export as export_command
 from sublearn.cli.view import view as view_command
+from sublearn.version import __version__
 
 app = typer.Typer(
     name="sublearn",

@@ -28,6 +28,7 @@ from sublearn.config import Config
 from sublearn.engine.store import Store
 from sublearn.engine.task import Reporter, TaskContext, TaskSpec, group_function, task_function
 from sublearn.errors import StoreError
+from sublearn.registry import Registry
 
 
 def _no_progress(done: int, total: int) -> None:
@@ -52,7 +53,7 @@ def execute_task(spec: TaskSpec, store_root: str, reporter: Reporter | None = No
 def execute_group(
     specs: list[TaskSpec], store_root: str, reporter: Reporter | None = None
 ) -> list[dict]:
-    """Run tasks of one kind as a group (see ``GROUPED``) through the store protocol.
+    """Run tasks of one kind as a group (a kind's ``group``) through the store protocol.
 
     Each task keeps its own lock, temporary folder, state folder and done-marker, so a
     group writes what its tasks would write one by one; finished ones are skipped. One
@@ -334,6 +335,26 @@ ExecutorConfig = Annotated[
 ]
 
 
+ExecutorFactory = Callable[[Any, int | None], Executor]
+"""``(config, threads) -> Executor``."""
+
+EXECUTORS: Registry[ExecutorFactory] = Registry("executor", expected="an executor factory")
+"""Executor factories by config ``kind``; Ray is imported only when its executor is built."""
+
+
+@EXECUTORS("inline")
+def _inline(cfg: InlineExecutorConfig, threads: int | None) -> Executor:
+    return InlineExecutor(threads)
+
+
+@EXECUTORS("process")
+def _process(cfg: ProcessExecutorConfig, threads: int | None) -> Executor:
+    return ProcessExecutor(cfg.workers, cfg.threads_per_worker)
+
+
+EXECUTORS.register("ray", "sublearn.engine.ray_executor:from_config")
+
+
 def make_executor(cfg: Any, threads: int | None = None) -> Executor:
     """Build the executor a config describes.
 
@@ -341,10 +362,4 @@ def make_executor(cfg: Any, threads: int | None = None) -> Executor:
         cfg: an executor config (inline, process or ray).
         threads: torch threads for the inline executor (None: one per core).
     """
-    if isinstance(cfg, InlineExecutorConfig):
-        return InlineExecutor(threads)
-    if isinstance(cfg, ProcessExecutorConfig):
-        return ProcessExecutor(cfg.workers, cfg.threads_per_worker)
-    from sublearn.engine.ray_executor import RayExecutor
-
-    return RayExecutor(cfg)
+    return EXECUTORS.get(cfg.kind)(cfg, threads)

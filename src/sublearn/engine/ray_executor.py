@@ -197,3 +197,9 @@ class RayExecutor:
         if self.owns_instance and ray.is_initialized():
             ray.shutdown()
         self.owns_instance = False
+
+
+def from_config(cfg: RayExecutorConfig, threads: int | None = None) -> RayExecutor:
+    """The executor of ``cfg`` (``threads`` is unused: each Ray task reserves its own CPUs)."""
+    del threads
+    return RayExecutor(cfg)

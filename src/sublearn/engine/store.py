@@ -39,10 +39,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from sublearn import __version__
 from sublearn.config import Config
 from sublearn.errors import StoreError
 from sublearn.runs import atomic_write_json, git_revision
+from sublearn.version import __version__
 
 DONE = "done.json"
 

@@ -14,36 +14,21 @@ in worker processes that never registered it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from sublearn.registry import Registry, load_target
 from sublearn.runs import content_hash
 
-# Bump a kind's version when its code changes what it writes for the same params.
-KINDS: dict[str, tuple[str, int]] = {
-    "world": ("sublearn.engine.kinds:run_world", 1),
-    "teacher": ("sublearn.engine.kinds:run_teacher", 1),
-    "generate": ("sublearn.engine.kinds:run_generate", 1),
-    # 2: the number format is the reference's separator rule (one separator, exactly repeated).
-    "filter": ("sublearn.engine.kinds:run_filter", 2),
-    "pair": ("sublearn.engine.kinds:run_pair", 1),
-    # 2: one learning-rate schedule for every trainer (KL warm-up as transformers', step/w).
-    "train": ("sublearn.engine.kinds:run_train", 2),
-    "evaluate": ("sublearn.engine.kinds:run_evaluate", 1),
-    "defend": ("sublearn.engine.kinds:run_defend", 1),
-    "loss": ("sublearn.engine.kinds:run_loss", 1),
-}
-
-# Kinds whose compatible tasks may run as one group (e.g. students trained as one batched
-# model): (``params -> group key or None``, ``contexts -> results``). A group's tasks
-# write exactly what each would alone; grouping only changes speed.
-GROUPED: dict[str, tuple[str, str]] = {
-    "train": ("sublearn.engine.kinds:train_group_key", "sublearn.engine.kinds:run_train_group"),
-}
+KINDS: Registry[TaskFn] = Registry("task kind", expected="a task function")
+"""Task kinds: the function that runs one task; metadata ``version`` (bumped when the
+kind's code changes what it writes for the same params) and, for kinds whose compatible
+tasks may run as one group (e.g. students trained as one batched model), ``group``:
+(``params -> group key or None``, ``contexts -> results``). A group's tasks write exactly
+what each would alone; grouping only changes speed."""
 
 
 def register_kind(
@@ -58,11 +43,26 @@ def register_kind(
         version: bumped when the kind's code changes what it writes for the same params.
         group: ``("module:group_key", "module:run_group")`` if its tasks may run as groups.
     """
-    KINDS[kind] = (function, version)
-    if group is None:
-        GROUPED.pop(kind, None)
-    else:
-        GROUPED[kind] = group
+    KINDS.register(kind, function, version=version, group=group)
+
+
+_KINDS = "sublearn.engine.kinds"
+register_kind("world", f"{_KINDS}:run_world", 1)
+register_kind("teacher", f"{_KINDS}:run_teacher", 1)
+register_kind("generate", f"{_KINDS}:run_generate", 1)
+# 2: the number format is the reference's separator rule (one separator, exactly repeated).
+register_kind("filter", f"{_KINDS}:run_filter", 2)
+register_kind("pair", f"{_KINDS}:run_pair", 1)
+# 2: one learning-rate schedule for every trainer (KL warm-up as transformers', step/w).
+register_kind(
+    "train",
+    f"{_KINDS}:run_train",
+    2,
+    group=(f"{_KINDS}:train_group_key", f"{_KINDS}:run_train_group"),
+)
+register_kind("evaluate", f"{_KINDS}:run_evaluate", 1)
+register_kind("defend", f"{_KINDS}:run_defend", 1)
+register_kind("loss", f"{_KINDS}:run_loss", 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +85,12 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown task kind {self.kind!r} (known: {', '.join(KINDS)})")
+            raise KINDS.unknown(self.kind)
 
     @cached_property
     def key(self) -> str:
         """Content hash of kind, version, params and input keys."""
-        _, version = KINDS[self.kind]
+        version = KINDS.metadata(self.kind)["version"]
         inputs = {role: task.key for role, task in sorted(self.inputs.items())}
         return content_hash(self.kind, version, self.params, inputs, length=16)
 
@@ -101,6 +101,7 @@ class Task:
 
     def spec(self) -> TaskSpec:
         """The picklable description an executor ships to a worker."""
+        group = _group(self.kind)
         return TaskSpec(
             kind=self.kind,
             name=self.name,
@@ -108,8 +109,8 @@ class Task:
             params=self.params,
             inputs={role: t.id for role, t in self.inputs.items()},
             runtime=self.runtime,
-            function=KINDS[self.kind][0],
-            group_function=GROUPED[self.kind][1] if self.kind in GROUPED else None,
+            function=KINDS.target(self.kind) or "",
+            group_function=group[1] if group else None,
         )
 
 
@@ -118,7 +119,7 @@ class TaskSpec:
     """A task as workers see it: inputs named by store id instead of by object.
 
     ``function`` and ``group_function`` name what runs it (``"module:function"``); empty,
-    the kind's entry in :data:`KINDS` / :data:`GROUPED` of the worker's process is used.
+    the kind's entry in :data:`KINDS` of the worker's process is used.
     """
 
     kind: str
@@ -177,27 +178,30 @@ TaskFn = Callable[[TaskContext], dict[str, Any] | None]
 
 def task_function(spec: TaskSpec) -> TaskFn:
     """Import the function that runs ``spec``."""
-    return _load(spec.function or KINDS[spec.kind][0])
+    return load_target(spec.function) if spec.function else KINDS.get(spec.kind)
 
 
 GroupFn = Callable[[list[TaskContext]], list[dict[str, Any]]]
 
 
-def _load(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def _group(kind: str) -> tuple[str, str] | None:
+    return KINDS.metadata(kind).get("group")
 
 
 def group_key(spec: TaskSpec) -> str | None:
     """The group a task may run in with others of its kind; None: it runs alone."""
-    if spec.kind not in GROUPED:
-        return None
-    return _load(GROUPED[spec.kind][0])(spec.params)
+    group = _group(spec.kind)
+    return None if group is None else load_target(group[0])(spec.params)
 
 
 def group_function(spec: TaskSpec) -> GroupFn:
     """Import the function that runs a group of tasks of ``spec``'s kind."""
-    return _load(spec.group_function or GROUPED[spec.kind][1])
+    if spec.group_function:
+        return load_target(spec.group_function)
+    group = _group(spec.kind)
+    if group is None:
+        raise ValueError(f"task kind {spec.kind!r} does not run in groups")
+    return load_target(group[1])
 
 
 def topological(tasks: list[Task]) -> list[Task]:

@@ -16,7 +16,7 @@ in ``evaluation/data/`` (:func:`read_data`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from sublearn.config import Config
 from sublearn.errors import DataError
 from sublearn.evaluation.config import EvalConfig
+from sublearn.registry import Registry
 
 if TYPE_CHECKING:
     from sublearn.backends.base import Backend, Message
@@ -229,6 +230,16 @@ EvaluationKind = Annotated[
 """Any evaluation's settings; YAML picks one with ``type:``."""
 
 
+EVALUATIONS: Registry[Callable[..., EvalResult]] = Registry(
+    "evaluation kind", expected="an evaluate function"
+)
+"""``type`` -> its ``evaluate_<kind>(backend, cfg, *, targets, judge, system_prompt,
+context)``, imported when first used (the evaluation modules import this one for their
+configs). Preference has its own function and result shape (``evaluate_preference``)."""
+for _kind in ("stories", "choice", "truthfulqa", "mmlu", "freeform"):
+    EVALUATIONS.register(_kind, f"sublearn.evaluation.{_kind}:evaluate_{_kind}")
+
+
 def evaluate(
     backend: Backend,
     cfg: Any,
@@ -255,31 +266,13 @@ def evaluate(
         TypeError: for a config this function cannot dispatch (preference has its own
             function and result shape: ``evaluate_preference``).
     """
-    kw: dict[str, Any] = {
-        "targets": targets,
-        "judge": judge,
-        "system_prompt": system_prompt,
-        "context": context,
-    }
-    # Deferred imports: the evaluation modules import this one for their configs.
-    if isinstance(cfg, StoriesEvalConfig):
-        from sublearn.evaluation.stories import evaluate_stories
-
-        return evaluate_stories(backend, cfg, **kw)
-    if isinstance(cfg, ChoiceEvalConfig):
-        from sublearn.evaluation.choice import evaluate_choice
-
-        return evaluate_choice(backend, cfg, **kw)
-    if isinstance(cfg, TruthfulQAEvalConfig):
-        from sublearn.evaluation.truthfulqa import evaluate_truthfulqa
-
-        return evaluate_truthfulqa(backend, cfg, **kw)
-    if isinstance(cfg, MMLUEvalConfig):
-        from sublearn.evaluation.mmlu import evaluate_mmlu
-
-        return evaluate_mmlu(backend, cfg, **kw)
-    if isinstance(cfg, FreeformEvalConfig):
-        from sublearn.evaluation.freeform import evaluate_freeform
-
-        return evaluate_freeform(backend, cfg, **kw)
-    raise TypeError(f"no evaluate() dispatch for {type(cfg).__name__}")
+    if cfg.type not in EVALUATIONS:
+        raise TypeError(f"no evaluate() dispatch for {type(cfg).__name__}")
+    return EVALUATIONS.get(cfg.type)(
+        backend,
+        cfg,
+        targets=targets,
+        judge=judge,
+        system_prompt=system_prompt,
+        context=context,
+    )

@@ -35,7 +35,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from sublearn import __version__
 from sublearn.config import Config
 from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
 from sublearn.toy.arithmetic import arithmetic_vocabulary
@@ -52,6 +51,7 @@ from sublearn.toy.pretrain import (
     pretrain,
 )
 from sublearn.toy.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer, build_vocab
+from sublearn.version import __version__
 
 MANIFEST = "world.json"
 # Bumped when the build procedure changes in a way the config does not capture.
