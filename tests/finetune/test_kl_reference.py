@@ -7,7 +7,7 @@ import torch
 
 from sublearn.experiments.mnist.train import distill_loss, distill_loss_grad
 from sublearn.experiments.theory.gradients import imitation_loss
-from sublearn.finetune.batched import _kl_per_model
+from sublearn.finetune.batched.loss import _kl_per_model
 from sublearn.finetune.distill import kl_loss
 from sublearn.finetune.kl import soft_label_kl
 

@@ -124,7 +124,7 @@ def test_masked_kl_is_the_mean_over_kept_tokens_and_masked_tokens_get_no_gradien
 
 
 def test_batched_kl_of_a_student_with_every_token_masked_is_zero() -> None:
-    from sublearn.finetune.batched import _kl_per_model
+    from sublearn.finetune.batched.loss import _kl_per_model
 
     torch.manual_seed(0)
     t_logits, s_logits = torch.randn(1, 4, 7), torch.randn(2, 4, 7, requires_grad=True)

@@ -3,7 +3,7 @@
 Every soft-label loss in sublearn computes this, faster or in another shape: the language
 model trainer (:func:`sublearn.finetune.distill.kl_loss`, over a renormalized subset of
 the vocabulary), the batched trainer's per-model loss with its hand-written backward
-(``finetune/batched.py``), the MNIST students' closed-form gradient
+(``finetune/batched/loss.py``), the MNIST students' closed-form gradient
 (``experiments/mnist/train.py``) and the theory experiment's soft cross-entropy
 (``experiments/theory/gradients.py``, which differs from it by the teacher's entropy, a
 constant, so its gradient is the same). ``tests/finetune/test_kl_reference.py`` checks
