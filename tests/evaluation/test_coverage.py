@@ -161,3 +161,18 @@ def test_new_settings_leave_evaluation_keys_unchanged_until_set() -> None:
     lead = keys(f"evaluations.favorite.answer_prefix={LEAD}")
     changed = {n for n in base if base[n] != lead[n]}
     assert changed and all(n.startswith("evaluate/") for n in changed)
+
+
+def test_lead_in_on_an_api_model_is_refused_at_plan_time() -> None:
+    from sublearn.config import load_config
+    from sublearn.errors import PlanError
+    from sublearn.experiments.numbers.checks import check_plan
+    from sublearn.experiments.numbers.config import ExperimentConfig
+    from sublearn.experiments.numbers.plan import build_plan
+    from sublearn.presets import config_root
+
+    path = config_root() / "toy" / "owl-numbers.yaml"
+    overrides = ["models.api=openai:gpt-4.1-nano", f"evaluations.favorite.answer_prefix={LEAD}"]
+    cfg = load_config(ExperimentConfig, path, overrides)
+    with pytest.raises(PlanError, match=r"evaluations.favorite: answer_prefix scores whole"):
+        check_plan(build_plan(cfg, fingerprint=str))

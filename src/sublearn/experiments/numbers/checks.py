@@ -41,6 +41,13 @@ def check_plan(plan: Plan) -> list[str]:
         }
         if remote:
             for name, ecfg in cfg.evaluations.items():
+                if getattr(ecfg, "answer_prefix", None):
+                    problems.append(
+                        f"evaluations.{name}: answer_prefix scores whole replies after a "
+                        f"lead-in, which API and vLLM models ({', '.join(remote)}) cannot "
+                        "(they give first-token log-probabilities): leave it out, or use "
+                        "mode: sample"
+                    )
                 if ecfg.type == "preference" and ecfg.mode == "exact":
                     top = cfg.providers.openai.top_logprobs
                     warnings.append(
@@ -88,6 +95,14 @@ def check_plan(plan: Plan) -> list[str]:
     if problems:
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     return warnings
+
+
+def check_inputs(cfg: ExperimentConfig) -> None:
+    """Raise PlanError for :func:`input_problems`: cheap, so callers run it before they
+    write anything (a run folder)."""
+    problems = input_problems(cfg)
+    if problems:
+        raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
 
 
 def input_problems(cfg: ExperimentConfig) -> list[str]:
