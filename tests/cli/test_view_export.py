@@ -44,3 +44,23 @@ def test_export_of_a_folder_without_a_run_is_a_one_line_error(tmp_path: Path) ->
 def test_view_of_a_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["view", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def test_a_lora_student_exports_as_a_peft_adapter_folder(tmp_path: Path) -> None:
+    run = write_run(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    adapter = tmp_path / "store" / "train" / "lora" / "model"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    task = {"kind": "train", "name": "train/lora", "path": str(adapter.parent)}
+    manifest["tasks"].append(task)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "export"
+    args = ["export", str(run), "--out", str(out), "--format", "openai"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    index = json.loads((out / "export.json").read_text())
+    assert index["models"]["train__lora"]["peft_adapter"] is True
+    assert (out / "models" / "train__lora" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert not (out / "datasets" / "parquet").exists()  # only the format asked for
