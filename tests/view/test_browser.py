@@ -75,3 +75,35 @@ def test_view_server_lists_runs_and_opens_each(run: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_sweep_page_links_each_point_to_its_run(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    run = write_run(tmp_path / "own")
+    root = run.parent.parent
+    sweep = root / "sweeps" / "grid"
+    shutil.copytree(run, sweep / "points" / "rows=2")
+    diff = {"mean": 1.5, "ci95": [0.5, 2.5], "p_value": 0.01}
+    points = [
+        {
+            "point": {"data.rows": 2},
+            "label": "rows=2",
+            "primary": {"treatment_minus_control": diff},
+        },
+        {"point": {"data.rows": 1}, "label": "rows=1", "primary": None, "error": "too few rows"},
+    ]
+    (sweep / "sweep.json").write_text(json.dumps({"grid": ["data.rows"], "points": points}))
+    server, url = serve_in_background(root)
+    try:
+        with browser_page() as (page, errors):
+            page.goto(f"{url}sweep/sweeps/grid/")
+            assert page.locator("text=rows=1 failed: too few rows").is_visible()
+            page.click("a:text('rows=2')")
+            page.wait_for_selector("nav button[data-tab=paired]")
+            assert page.locator("h1").inner_text() == "toy-owl"
+            assert errors == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -48,6 +48,7 @@ def page_for(root: Path, url_path: str) -> tuple[int, str]:
         data["audit"] = audit_bundle(folder)
     else:
         data = _sweep_bundle(folder)
+        data["path"] = folder.relative_to(root.resolve()).as_posix()
     data["back"] = back
     return HTTPStatus.OK, render(data, f"sublearn · {data.get('name', folder.name)}")
 
