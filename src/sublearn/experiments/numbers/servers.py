@@ -68,6 +68,8 @@ def check_servers(cfg: ExperimentConfig, *, strict: bool) -> list[str]:
     if strict and not problems:
         problems, notes = _capabilities(cfg, remote)
     if problems and strict:
+        if len(problems) == 1:
+            raise PlanError(f"the plan cannot run: {problems[0]}")
         raise PlanError("the plan cannot run:\n  - " + "\n  - ".join(problems))
     return [*problems, *notes]
 
