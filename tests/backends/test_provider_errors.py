@@ -8,7 +8,6 @@ import pickle
 import socket
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from sublearn.backends.base import Conversation, SamplingParams
 from sublearn.backends.openai_api import (
     OpenAIBackend,
     OpenAISettings,
-    ProviderFallbackWarning,
     RequestLog,
 )
 from sublearn.backends.probe import (
@@ -149,7 +147,9 @@ def _wait_for_lines(path: Path, n: int) -> None:
         time.sleep(0.005)
 
 
-def test_fewer_choices_than_n_fall_back_to_one_request_per_sample(tmp_path: Path) -> None:
+def test_fewer_choices_than_n_fall_back_to_one_request_per_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     owl: Conversation = [{"role": "user", "content": "favorite animal?"}]
     log = tmp_path / "requests.jsonl"
     params = SamplingParams(seed=3)
@@ -157,12 +157,10 @@ def test_fewer_choices_than_n_fall_back_to_one_request_per_sample(tmp_path: Path
     seeds = params.seeds_for(len(asked))
     with LlamaLikeServer() as server:
         backend = OpenAIBackend("smollm2", _settings(server.base_url), log)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            replies = backend.generate(asked, params)
-            backend.generate([owl] * 3, params)
-        said = [w for w in caught if issubclass(w.category, ProviderFallbackWarning)]
-        assert len(said) == 1 and "one request per sample" in str(said[0].message)
+        replies = backend.generate(asked, params)
+        backend.generate([owl] * 3, params)
+        said = capsys.readouterr().err.splitlines()
+        assert len(said) == 1 and "one request per sample" in said[0]
         # Each sample was answered with its own seed: no sample repeats another.
         assert replies == [f"{c[-1]['content']} #{s}" for c, s in zip(asked, seeds, strict=True)]
         # n=5, the lone row and n=4 were asked; the 4 + 3 missing samples went alone.
@@ -171,9 +169,8 @@ def test_fewer_choices_than_n_fall_back_to_one_request_per_sample(tmp_path: Path
         assert server.chat_requests == 3 + (4 + 3) + 1
         sent = server.chat_requests
         again = OpenAIBackend("smollm2", _settings(server.base_url), log)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # said once per process: not again
-            assert again.generate(asked, params) == replies
+        assert again.generate(asked, params) == replies
+        assert capsys.readouterr().err == ""  # said once per process: not again
         assert server.chat_requests == sent and again.usage["requests"] == 0
 
 

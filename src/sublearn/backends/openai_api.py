@@ -28,8 +28,8 @@ import hashlib
 import json
 import math
 import os
+import sys
 import threading
-import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -189,10 +189,6 @@ def empty_usage() -> dict[str, int]:
 
 _FALLBACKS_SAID: set[tuple[str | None, str]] = set()
 """Servers and models whose fallback to one sample per request this process has reported."""
-
-
-class ProviderFallbackWarning(UserWarning):
-    """A server lacks a capability and sublearn works around it (e.g. one reply per request)."""
 
 
 class OpenAIBackend(BackendBase):
@@ -390,13 +386,15 @@ class OpenAIBackend(BackendBase):
         if said in _FALLBACKS_SAID:
             return
         _FALLBACKS_SAID.add(said)
-        warnings.warn(
-            f"{self.name}: the server at {self._where()} answers fewer replies than n asks "
-            "for; sending one request per sample instead (set "
+        # One plain line on stderr (a Python warning would also print its source line);
+        # worker processes write to the same terminal.
+        print(
+            f"warning: {self.name}: the server at {self._where()} answers fewer replies than "
+            "n asks for; sending one request per sample instead (set "
             f"providers.{self.name.partition(':')[0]}.samples_per_request: 1 to skip the "
             "first tries)",
-            ProviderFallbackWarning,
-            stacklevel=3,
+            file=sys.stderr,
+            flush=True,
         )
 
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
