@@ -105,3 +105,18 @@ def test_defend_rows_in_memory() -> None:
     result = sublearn.defend_rows(rows, ["canonicalize"])
     assert result.report["rows_in"] == 2 and len(result.rows) == result.report["rows_out"]
     assert all("messages" in r for r in result.rows)
+
+
+def test_a_task_model_opens_as_a_backend(tmp_path: Path, micro_model: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "store" / "train" / "abc"
+    shutil.copytree(micro_model, folder / "model")
+    (folder / "done.json").write_text(json.dumps({"kind": "train", "name": "train/x"}))
+    task = sublearn.open_store(tmp_path / "store").task("train/x")
+    backend = task.model(device="cpu", batch_size=2)
+    try:
+        scores = backend.token_logprobs([[{"role": "user", "content": "owl"}]], ["cat"])
+        assert len(scores) == 1 and scores[0] and scores[0][0].logprob < 0
+    finally:
+        backend.close()
