@@ -179,10 +179,12 @@ def run(
     """
     from rich.console import Console
 
+    from sublearn.experiments.numbers.checks import check_inputs
     from sublearn.experiments.numbers.experiment import run_experiment
     from sublearn.runs import prepare_run_dir
     from sublearn.runtime import configure_threads, quiet_libraries
 
+    check_inputs(config)  # before the run folder exists: a bad config leaves nothing
     quiet_libraries()
     configure_threads(config.threads)
     run_dir = prepare_run_dir(Path(out) if out else Path("runs") / config.name, config, command)
