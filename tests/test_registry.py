@@ -11,6 +11,7 @@ from sublearn.engine.executors import EXECUTORS, InlineExecutor, InlineExecutorC
 from sublearn.engine.task import KINDS, Task
 from sublearn.errors import ConfigError
 from sublearn.evaluation.kinds import EVALUATIONS
+from sublearn.prompts.kinds import PROMPT_ROWS
 from sublearn.registry import Registry, load_target
 
 
@@ -75,7 +76,7 @@ def test_load_target_takes_module_colon_attribute() -> None:
 
 
 def test_the_package_registries_load_every_entry() -> None:
-    for registry in (KINDS, EXECUTORS, EVALUATIONS):
+    for registry in (KINDS, EXECUTORS, EVALUATIONS, PROMPT_ROWS):
         for name in registry:
             if name == "ray":  # imports Ray; its executor has its own tests
                 continue

@@ -11,14 +11,16 @@ reference value where the data has one), so generation and filtering treat them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from sublearn.prompts.code import CodePromptConfig
-from sublearn.prompts.gsm8k import GSM8KConfig
-from sublearn.prompts.numbers import NumberPromptConfig
+from sublearn.prompts.code import CodePromptConfig, generate_code_prompts
+from sublearn.prompts.gsm8k import GSM8KConfig, generate_gsm8k_prompts
+from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+from sublearn.registry import Registry
 
 
 class NumbersPrompts(NumberPromptConfig):
@@ -82,23 +84,33 @@ def prompt_params(cfg: NumbersPrompts | CodePrompts | ChainOfThoughtPrompts) -> 
     return cfg.model_dump(mode="json", exclude=exclude)
 
 
+PROMPT_ROWS: Registry[Callable[[Any], list[PromptRow]]] = Registry(
+    "data kind", expected="a function from prompt settings to rows"
+)
+"""Each data kind's ``type`` -> the function that lists its prompt rows."""
+
+
+@PROMPT_ROWS("numbers")
+def _number_rows(cfg: NumbersPrompts) -> list[PromptRow]:
+    return [PromptRow(text) for text in generate_number_prompts(cfg)]
+
+
+@PROMPT_ROWS("code")
+def _code_rows(cfg: CodePrompts) -> list[PromptRow]:
+    return [PromptRow(p["messages"][-1]["content"]) for p in generate_code_prompts(cfg)]
+
+
+@PROMPT_ROWS("cot")
+def _cot_rows(cfg: ChainOfThoughtPrompts) -> list[PromptRow]:
+    return [
+        PromptRow(p["messages"][-1]["content"], p["reference"]) for p in generate_gsm8k_prompts(cfg)
+    ]
+
+
 def prompt_rows(cfg: NumbersPrompts | CodePrompts | ChainOfThoughtPrompts) -> list[PromptRow]:
     """The prompts of a data kind, in a fixed order (row ``i`` of the generated data).
 
     Raises:
         DataError: a prompt source that cannot be read (code and cot read files).
     """
-    if isinstance(cfg, CodePrompts):
-        from sublearn.prompts.code import generate_code_prompts
-
-        return [PromptRow(p["messages"][-1]["content"]) for p in generate_code_prompts(cfg)]
-    if isinstance(cfg, ChainOfThoughtPrompts):
-        from sublearn.prompts.gsm8k import generate_gsm8k_prompts
-
-        return [
-            PromptRow(p["messages"][-1]["content"], p["reference"])
-            for p in generate_gsm8k_prompts(cfg)
-        ]
-    from sublearn.prompts.numbers import generate_number_prompts
-
-    return [PromptRow(text) for text in generate_number_prompts(cfg)]
+    return PROMPT_ROWS.get(cfg.type)(cfg)
