@@ -91,3 +91,11 @@ def test_smollm2_in_under_ten_minutes(tmp_path: Path) -> None:
     for name in ("trait", "control"):
         entry = summary["metrics"][f"cos_{name}_step_{name}_delta"]
         assert entry["n"] == 20 and entry["fraction_positive_ci"][0] is not None
+
+
+def test_shipped_config_is_the_defaults() -> None:
+    from sublearn.config import load_config
+    from sublearn.presets import config_root
+
+    path = config_root() / "theory" / "smollm2.yaml"
+    assert load_config(LMTheoryConfig, path) == LMTheoryConfig()
