@@ -3,8 +3,8 @@
 Does it answer (``GET /models``), which model names does it serve, does it return
 log-probabilities, does it honour ``n``? Each answer is cached for the process's
 lifetime (one run), keyed by the server and model, so a plan that names a model ten
-times asks once. Requests go out without retries and with a short timeout: a probe
-that fails says so at once rather than after the client's backoff.
+times asks once. Requests go out without retries: a probe that fails says so at once
+rather than after the client's backoff.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from typing import Any
 from sublearn.backends.openai_api import OpenAISettings
 from sublearn.backends.provider_errors import Endpoint, provider_errors
 from sublearn.errors import ModelError
-
-PROBE_TIMEOUT_S = 10.0
-"""Longest wait for one probe's answer, seconds."""
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _USAGE: dict[str, dict[str, int]] = {}
@@ -38,9 +35,9 @@ def probe_usage() -> dict[str, dict[str, int]]:
 
 
 def _quick(settings: OpenAISettings) -> OpenAISettings:
-    return settings.model_copy(
-        update={"max_retries": 0, "timeout_s": min(settings.timeout_s, PROBE_TIMEOUT_S)}
-    )
+    # No retries: a server that is down says so at once (refused), and one that is up
+    # answers within the run's own timeout (a busy CPU server may take seconds).
+    return settings.model_copy(update={"max_retries": 0})
 
 
 def _endpoint(settings: OpenAISettings, model: str, provider: str) -> Endpoint:
