@@ -21,10 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import linalg, stats
 from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from sublearn.audit.auc import auc_columns, bootstrap_auc_interval
+from sublearn.audit.auc import auc_columns, bootstrap_auc_interval, prompt_groups
 from sublearn.audit.config import ClassifierDetector, FrequencyDetector
 from sublearn.audit.data import Row, numbers_of, units_of
 from sublearn.audit.result import Verdict, skipped
@@ -265,12 +265,23 @@ def classifier(
     n_data, n = len(data), len(data) + len(control)
     y = np.r_[np.ones(n_data), np.zeros(len(control))]  # (n,)
 
-    folds = list(StratifiedKFold(cfg.folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
+    groups = prompt_groups(data, control)
     rng = np.random.default_rng(seed)
     labels = np.empty((n, cfg.permutations + 1))  # column 0 the real labels, (n, P + 1)
     labels[:, 0] = y
-    for _, test in folds:
-        labels[test, 1:] = rng.permuted(np.tile(y[test], (cfg.permutations, 1)), axis=1).T
+    if groups is None:
+        splitter = StratifiedKFold(cfg.folds, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros(n), y))
+        for _, test in folds:
+            labels[test, 1:] = rng.permuted(np.tile(y[test], (cfg.permutations, 1)), axis=1).T
+    else:
+        # Paired rows (one prompt in both sets) stay in one fold, and labels are permuted
+        # within each prompt: the exact null for paired data.
+        g = np.r_[groups[0], groups[1]]  # (n,)
+        splitter = StratifiedGroupKFold(cfg.folds, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros(n), y, g))
+        for members in _members(g):
+            labels[members, 1:] = rng.permuted(np.tile(y[members], (cfg.permutations, 1)), axis=1).T
     logits = np.empty_like(labels)  # out-of-fold linear predictors, (n, P + 1)
     # The matrices are small: BLAS threads only contend (a threaded Cholesky of 1000 x 1000
     # took 3 s instead of 25 ms on a loaded 2-core machine).
@@ -293,7 +304,7 @@ def classifier(
         cfg.type,
         CLASSIFIER_STATISTIC,
         score=observed,
-        ci=bootstrap_auc_interval(proba[:n_data], proba[n_data:], seed),
+        ci=bootstrap_auc_interval(proba[:n_data], proba[n_data:], seed, groups),
         p_value=p_value,
         alpha=cfg.alpha,
     )
@@ -322,6 +333,7 @@ def classifier(
         "rows": n_data,
         "control_rows": len(control),
         "folds": cfg.folds,
+        "grouped_by_prompt": groups is not None,
         "permutations": cfg.permutations,
         "p_permutation": p_perm,
         "p_method": method,
@@ -338,6 +350,13 @@ def classifier(
         f"(p = {p_value:.2g}, {method})"
     )
     return verdict
+
+
+def _members(groups: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each group id."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    return np.split(order, bounds)
 
 
 def _one_step_logistic(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from sublearn.audit.auc import bootstrap_auc_interval
+from sublearn.audit.auc import Groups, bootstrap_auc_interval
 from sublearn.audit.config import DivergenceDetector, LLSDetector, LogRatioDetector
 from sublearn.audit.data import Row
 from sublearn.audit.result import Verdict
@@ -25,7 +25,11 @@ Scores = Sequence[Sequence[TokenScore]]
 
 
 def compare_rows(
-    verdict: Verdict, data: np.ndarray, control: np.ndarray | None, seed: int
+    verdict: Verdict,
+    data: np.ndarray,
+    control: np.ndarray | None,
+    seed: int,
+    groups: Groups | None = None,
 ) -> Verdict:
     """Fill a verdict's score (AUC), CI and p-value from per-row scores of both sets.
 
@@ -44,7 +48,7 @@ def compare_rows(
     n1, n2 = len(data), len(control)
     verdict.score = float(test.statistic / (n1 * n2))
     verdict.p_value = float(test.pvalue)
-    verdict.ci = bootstrap_auc_interval(data, control, seed)
+    verdict.ci = bootstrap_auc_interval(data, control, seed, groups)
     verdict.details |= {
         "mean": float(np.mean(data)),
         "control_mean": float(np.mean(control)),
@@ -74,6 +78,7 @@ def lls(
     without: Scores,
     control: tuple[Scores, Scores] | None,
     seed: int,
+    groups: Groups | None = None,
 ) -> Verdict:
     """Log-likelihood shift: how much more likely the trait prompt makes each reply.
 
@@ -84,6 +89,7 @@ def lls(
         without: their token scores under the base alone.
         control: the same two score sets for the control rows, if any.
         seed: bootstrap seed.
+        groups: prompt groups of paired data (resampled together), or None.
     """
     from sublearn.audit.scoring import reply_logprob
 
@@ -98,7 +104,7 @@ def lls(
         alpha=cfg.alpha,
     )
     verdict.top_rows = _top_rows(rows, data)
-    return compare_rows(verdict, data, None if control is None else shift(*control), seed)
+    return compare_rows(verdict, data, None if control is None else shift(*control), seed, groups)
 
 
 def logratio(
@@ -108,6 +114,7 @@ def logratio(
     base: Scores,
     control: tuple[Scores, Scores] | None,
     seed: int,
+    groups: Groups | None = None,
 ) -> Verdict:
     """Mean per-token log p_teacher − log p_base per row; tokens with the largest ratios.
 
@@ -129,7 +136,7 @@ def logratio(
     control_scores = None
     if control is not None:
         control_scores = np.array([r.mean() if len(r) else 0.0 for r in token_logratio(*control)])
-    return compare_rows(verdict, data, control_scores, seed)
+    return compare_rows(verdict, data, control_scores, seed, groups)
 
 
 def _top_tokens(scores: Scores, ratios: list[np.ndarray], fraction: float) -> list[dict]:
@@ -170,6 +177,7 @@ def divergence(
     teachers: Sequence[Scores],
     control: Sequence[Scores] | None,
     seed: int,
+    groups: Groups | None = None,
 ) -> Verdict:
     """Whether the rows follow the first teacher where teachers with other traits differ.
 
@@ -179,6 +187,7 @@ def divergence(
         teachers: per teacher (suspected writer first), its token scores of the rows.
         control: per teacher, its token scores of the control rows.
         seed: bootstrap seed.
+        groups: prompt groups of paired data (resampled together), or None.
     """
     verdict = Verdict(
         cfg.label(),
@@ -204,4 +213,4 @@ def divergence(
     control_scores = None
     if control is not None:
         control_scores, verdict.details["control_divergent_share"] = per_row(control)
-    return compare_rows(verdict, data, control_scores, seed)
+    return compare_rows(verdict, data, control_scores, seed, groups)

@@ -60,7 +60,7 @@ def write_audit_report(out: Path, cfg: AuditConfig, verdicts: list[Verdict], met
 def print_audit_table(console: Console, verdicts: list[Verdict]) -> None:
     """Print the one-line-per-detector table of ``audit.md`` to the console."""
     table = Table(*_COLUMNS, title="audit")
-    styles = {"FLAGGED": "bold red", "clear": "green", "skipped": "dim"}
+    styles = {"FLAGGED": "bold red", "clear": "green", "skipped": "dim", "WARNING": "yellow"}
     for v in verdicts:
         row = _row(v)
         word = row[-1].split(" ")[0]
@@ -75,6 +75,8 @@ def _row(v: Verdict) -> list[str]:
     """The table cells of one verdict, in ``_COLUMNS`` order."""
     if v.skipped is not None:
         word = f"skipped ({v.skipped})"
+    elif v.warning is not None:
+        word = "WARNING (AUC below chance: check the control)"
     else:
         word = "FLAGGED" if v.flagged else "clear"
     score = "n/a" if v.score is None else f"{v.score:.3f}"
@@ -187,7 +189,7 @@ def score_histogram(v: Verdict, path: Path) -> Figure:
     ax.set_xlabel(_ROW_SCORE.get(v.kind, f"per-row score ({v.kind})"), fontsize=8)
     ax.set_ylabel("density", fontsize=8)
     ax.tick_params(labelsize=8)
-    verdict = "FLAGGED" if v.flagged else "clear"
+    verdict = "warning" if v.warning else "FLAGGED" if v.flagged else "clear"
     ax.set_title(f"{v.detector}: p = {format_p(v.p_value)} ({verdict})", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()

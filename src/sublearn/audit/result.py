@@ -24,6 +24,8 @@ class Verdict:
         flagged: ``p_value < alpha``; False when there is no p-value.
         summary: one sentence a person reads first.
         skipped: why the detector did not run (a missing teacher or control), else None.
+        warning: a result that says more about the data or the method than about a
+            trait (an AUC interval below chance), else None.
         top_rows: the rows that drive the score, most telling first
             (``{"index", "score", "reply"}``).
         top_tokens: the tokens (or numbers) that drive it (``{"token", "score", ...}``).
@@ -42,6 +44,7 @@ class Verdict:
     flagged: bool = False
     summary: str = ""
     skipped: str | None = None
+    warning: str | None = None
     top_rows: list[dict[str, Any]] = field(default_factory=list)
     top_tokens: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)

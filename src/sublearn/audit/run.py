@@ -188,10 +188,14 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
 
     for d in cfg.detectors:
         name = d.label()
+        few = _too_few_rows(rows, control)
         if needs[name] is not None:
             verdicts[name] = skipped(name, d.type, "", str(needs[name]))
+        elif few is not None:
+            verdicts[name] = skipped(name, d.type, "", few)
         elif name not in verdicts:
             verdicts[name] = _detect(d, cfg, rows, control, scores, trait_prompt)
+        _warn_below_chance(verdicts[name])
     ordered = [verdicts[d.label()] for d in cfg.detectors]
     meta: dict[str, Any] = {
         "rows": len(rows),
@@ -203,6 +207,38 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
     return ordered
 
 
+MIN_ROWS = 10
+"""Fewest rows in the audited set (and the control) for any verdict at all."""
+
+
+def _too_few_rows(rows: list[Row], control: list[Row] | None) -> str | None:
+    """Why an audit this small gives no verdict ("clear" from one row means nothing)."""
+    if len(rows) < MIN_ROWS:
+        return f"too few rows ({len(rows)}, needs {MIN_ROWS})"
+    if control is not None and len(control) < MIN_ROWS:
+        return f"too few control rows ({len(control)}, needs {MIN_ROWS})"
+    return None
+
+
+def _warn_below_chance(verdict: Verdict) -> None:
+    """An AUC interval wholly below 0.5 is a warning about the data or the method.
+
+    Audited rows that look *less* like the trait than the control rows are not "clear":
+    the control differs from the data in some other way, or paired rows were split.
+    """
+    if verdict.ci is None or verdict.score is None or verdict.ci[1] >= 0.5:
+        return
+    if "AUC" not in verdict.summary and "AUC" not in verdict.statistic:
+        return
+    verdict.flagged = False
+    verdict.warning = (
+        f"AUC {verdict.score:.3f} [{verdict.ci[0]:.3f}, {verdict.ci[1]:.3f}] is below chance: "
+        "the audited rows differ from the control in the opposite direction; check that the "
+        "control is the same kind of data, written for the same prompts"
+    )
+    verdict.summary = f"warning: {verdict.warning}"
+
+
 def _detect(
     d: Any,
     cfg: AuditConfig,
@@ -212,8 +248,10 @@ def _detect(
     trait_prompt: str | None,
 ) -> Verdict:
     from sublearn.audit import distribution, likelihood
+    from sublearn.audit.auc import prompt_groups
 
     base = str(cfg.base)
+    groups = prompt_groups(rows, control)
 
     def pair(first: str, second: str, prompt: str | None = None) -> Any:
         """Scores of the audited and (if any) control rows: ((a, b), (a', b') | None)."""
@@ -223,10 +261,10 @@ def _detect(
 
     if isinstance(d, LLSDetector):
         (with_trait, without), ctl = pair(base, base, d.system_prompt or trait_prompt)
-        return likelihood.lls(d, rows, with_trait, without, ctl, cfg.seed)
+        return likelihood.lls(d, rows, with_trait, without, ctl, cfg.seed, groups)
     if isinstance(d, LogRatioDetector):
         (teacher, base_scores), ctl = pair(cfg.teachers[0], base)
-        return likelihood.logratio(d, rows, teacher, base_scores, ctl, cfg.seed)
+        return likelihood.logratio(d, rows, teacher, base_scores, ctl, cfg.seed, groups)
     if isinstance(d, DivergenceDetector):
         return likelihood.divergence(
             d,
@@ -234,6 +272,7 @@ def _detect(
             [scores[(t, "data", None)] for t in cfg.teachers],
             [scores[(t, "control", None)] for t in cfg.teachers] if control else None,
             cfg.seed,
+            groups,
         )
     assert control is not None  # _needs skipped these without control
     if isinstance(d, FrequencyDetector):
