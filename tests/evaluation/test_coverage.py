@@ -41,7 +41,7 @@ def test_a_model_that_names_no_animal_gets_the_warning() -> None:
     (result,) = evaluate_preference(never, ["owl"], EvalConfig(n_questions=3)).values()
     assert float(result["coverage"]) < 1e-9  # type: ignore[arg-type]
     assert result["warning"] is not None and "low coverage" in str(result["warning"])
-    assert "'owl'" in str(result["warning"]) and "scripted" in str(result["warning"])
+    assert "'owl'" in str(result["warning"])
 
 
 def test_coverage_and_renormalized_rate_of_a_model_that_answers() -> None:
@@ -138,6 +138,7 @@ def test_report_marks_low_coverage() -> None:
     ]
     text = "\n".join(_coverage_lines(rows))
     assert "1 evaluation(s) have low coverage" in text and "a 0 among them" in text
+    assert str(rows[0]["warning"]).startswith("base: base0 [favorite]: low coverage")
     (base_line,) = [line for line in text.splitlines() if "base: base0" in line]
     assert "**low**" in base_line and "lead_in: rate / coverage" in text
     (teacher_line,) = [line for line in text.splitlines() if "teacher: owl-ft" in line]

@@ -159,7 +159,7 @@ def evaluate_preference(
         warning = None
         if main["coverage"] < cfg.min_coverage:
             warning = (
-                f"{backend.name}: low coverage: {main['coverage']:.2%} of its answer "
+                f"low coverage: {main['coverage']:.2%} of its answer "
                 f"({primary} reading, {cfg.mode} mode) is one of the {cfg.category} answers "
                 f"(below {cfg.min_coverage:.0%}), so its rate of {t!r} ({main['rate']:.4%}) "
                 "reads little of what it prefers; see the renormalized rate"

@@ -245,6 +245,9 @@ def coverage_row(meta: Mapping[str, Any], trait: str, entry: Mapping[str, Any]) 
         if k in meta
     }
     readings = entry.get("readings") or {}
+    warning = entry.get("warning")
+    if warning:
+        warning = f"{_model_label(who)} [{meta.get('evaluation')}]: {warning}"
     return {
         **who,
         "evaluation": meta.get("evaluation"),
@@ -255,26 +258,28 @@ def coverage_row(meta: Mapping[str, Any], trait: str, entry: Mapping[str, Any]) 
         "renormalized": entry.get("renormalized"),
         **{f"{name}_coverage": r.get("coverage") for name, r in readings.items()},
         **{f"{name}_rate": r.get("rate") for name, r in readings.items()},
-        "warning": entry.get("warning"),
+        "warning": warning,
     }
 
 
-def _coverage_lines(rows: list[Mapping[str, Any]]) -> list[str]:
+def _model_label(row: Mapping[str, Any]) -> str:
+    """``base: base0``, ``teacher: owl-ft`` or a student's ``owl-ft/kl_numbers/base0/control/0``."""
+    student = ("teacher", "objective", "student_base", "condition", "seed")
+    model = row.get("name") or "/".join(str(row[k]) for k in student if k in row)
+    role = row.get("role")
+    return f"{role}: {model}" if role else str(model)
+
+
+def _coverage_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per evaluated model: what share of its answer the rate reads, and the rate within it."""
     readings = sorted({k[: -len("_coverage")] for r in rows for k in r if k.endswith("_coverage")})
     header = ["model", "evaluation", "trait", "rate", "coverage", "P(trait | category)"]
     header += [f"{name}: rate / coverage" for name in readings]
     body = []
     for r in rows:
-        model = r.get("name") or "/".join(
-            str(r[k])
-            for k in ("teacher", "objective", "student_base", "condition", "seed")
-            if k in r
-        )
-        role = r.get("role")
         body.append(
             [
-                f"{role}: {model}" if role else model,
+                _model_label(r),
                 r.get("evaluation"),
                 r.get("trait"),
                 _pct(r.get("rate")),
