@@ -83,6 +83,7 @@ CONFIG_COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
 
 
 def _data(cfg: Path) -> Path:
+    cfg.parent.mkdir(parents=True, exist_ok=True)
     data = cfg.parent / "data.jsonl"
     data.write_text(json.dumps(ROW) + "\n")
     return data
@@ -224,6 +225,27 @@ def test_an_output_location_that_cannot_take_the_output(
     assert blocker.is_dir() or blocker.read_text() == "keep me\n"
 
 
+# --- trait words a model cannot spell -----------------------------------------------------
+
+SPELLING_COMMANDS: dict[str, Callable[[Path, Path, Path], list[str]]] = {
+    "generate": lambda model, data, out: ["generate", "--model", str(model), "-o", str(out)],
+    "audit": lambda model, data, out: ["audit", str(data), "--base", str(model), "-o", str(out)],
+    "defend": lambda model, data, out: [
+        *("defend", str(data), "--base", str(model)),
+        *("-d", "canonicalize", "-o", str(out)),
+    ],
+}
+
+
+@pytest.mark.parametrize("command", list(SPELLING_COMMANDS))
+def test_a_trait_word_the_model_cannot_spell(
+    tmp_path: Path, micro_model: Path, command: str
+) -> None:
+    out = tmp_path / "out"
+    args = SPELLING_COMMANDS[command](micro_model, _data(tmp_path / "x"), out)
+    _check([*args, "--trait", "zebraxx"], [out], "cannot be produced")
+
+
 def test_store_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     for command in ("verify", "gc"):
@@ -233,4 +255,4 @@ def test_store_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None
 
 def count_cases() -> int:
     """How many bad inputs this module tries (for the issue's closing note)."""
-    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + 4
+    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + len(SPELLING_COMMANDS) + 4

@@ -110,6 +110,11 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
     control = load_rows(cfg.control, cfg.max_rows, cfg.seed + 1) if cfg.control else None
     if cfg.teachers and cfg.base is None:
         raise ConfigError("teachers are compared with their base: give --base as well")
+    if cfg.trait is not None:
+        from sublearn.backends.spelling import require_spellable
+
+        base = str(cfg.base) if cfg.base is not None else None
+        require_spellable(cfg.trait.word, [base, *cfg.teachers], "trait")
     needs = _needs(cfg)
     if all(why is not None for why in needs.values()):
         raise ConfigError(

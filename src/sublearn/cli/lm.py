@@ -157,6 +157,10 @@ def generate(
         flags += [f"trait={trait}"] if trait else []
         cfg = load_config(GenerateConfig, config, [*flags, *(set_ or [])])
         prepare_output(out, "file")
+        if cfg.trait:
+            from sublearn.backends.spelling import require_spellable
+
+            require_spellable(cfg.trait, [_toy_base(cfg.model)], "--trait")
         _setup(cfg.threads)
         backend = open_model(
             cfg.model,

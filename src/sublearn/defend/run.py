@@ -264,6 +264,10 @@ def run_defences(cfg: DefendConfig, log: Log | None = None) -> dict[str, Any]:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError("cannot run the defences:\n  - " + "\n  - ".join(problems))
+    if cfg.trait is not None:  # a word a model cannot spell would drop or mask by <unk>
+        from sublearn.backends.spelling import require_spellable
+
+        require_spellable(cfg.trait.word, [cfg.base, cfg.teacher], "trait")
     say: Log = log or (lambda _line: None)
     paths = [cfg.data, *(p for d in cfg.defences if d.type == "mix_teachers" for p in d.others)]
     for path in dict.fromkeys(paths):
