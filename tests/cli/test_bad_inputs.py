@@ -43,7 +43,7 @@ def _check(args: list[str], outputs: list[Path], must_say: str) -> None:
 
 # --- config files -------------------------------------------------------------------------
 
-BAD_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
+BAD_FILES: dict[str, tuple[Callable[[Path], object], str]] = {
     "duplicate-key": (
         lambda p: p.write_text("name: a\nseed: 1\nname: b\n"),
         "key 'name' appears twice",
