@@ -74,3 +74,16 @@ def test_ray_failure_raises_and_cancels_running_tasks(tmp_path: Path, ray_owner:
     assert _gone(starts[0]), "the cancelled task's worker is still alive"
     assert not store.is_done(slow.id)
     assert not any(e["event"] == "end" for e in read_log(log))
+
+
+def test_a_cluster_address_that_does_not_answer_is_one_clear_error_in_seconds() -> None:
+    pytest.importorskip("ray")
+    from sublearn.engine.ray_executor import ExecutorError
+
+    started = time.monotonic()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(ExecutorError, match="nothing answers there"):
+            make_executor(RayExecutorConfig(address=address))
+    with pytest.raises(ExecutorError, match="expected host:port"):
+        make_executor(RayExecutorConfig(address="no-port"))
+    assert time.monotonic() - started < 30

@@ -29,6 +29,7 @@ from sublearn.engine.executors import (
     run_portably,
 )
 from sublearn.engine.task import Reporter, TaskSpec
+from sublearn.errors import SublearnError
 
 # Environment of a local instance, set while it starts (its processes inherit it).
 _LOCAL_ENV = {
@@ -88,6 +89,40 @@ def _settle(future: Future, ray_future: Future) -> None:
     future.set_exception(cause if isinstance(cause, SublearnError) else err)
 
 
+ANSWER_SECONDS = 10.0
+"""How long a cluster address may take to accept a connection before the run gives up."""
+
+
+class ExecutorError(SublearnError, RuntimeError):
+    """An executor that cannot start: a cluster address that does not answer."""
+
+
+def _require_answer(address: str) -> None:
+    """Fail in seconds, with one message, when nothing listens at a cluster address.
+
+    Ray's own connect retries for minutes before a raw ``ConnectionError``.
+    """
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(
+            f"executor.address {address!r}: expected host:port (e.g. 10.0.0.5:6379) or "
+            "ray://host:10001"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=ANSWER_SECONDS):
+            pass
+    except OSError as err:
+        why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise ExecutorError(
+            f"executor.address {address}: nothing answers there ({why} within "
+            f"{ANSWER_SECONDS:g} s); start the cluster's head (ray start --head "
+            "--port=6379) or fix the address"
+        ) from None
+
+
 @contextlib.contextmanager
 def _local_environment() -> Iterator[None]:
     """Set what a loopback-only local instance needs while it starts, then restore it.
@@ -142,7 +177,16 @@ class RayExecutor:
         if not ray.is_initialized():
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
             if cfg.address:
-                ray.init(address=cfg.address, **quiet)
+                _require_answer(cfg.address)
+                try:
+                    ray.init(address=cfg.address, **quiet)
+                except (ConnectionError, TimeoutError, RuntimeError) as err:
+                    raise ExecutorError(
+                        f"executor.address {cfg.address}: Ray could not join the cluster "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "check that the head runs (ray start --head) with this machine's Ray "
+                        "and Python versions"
+                    ) from None
             else:
                 with _local_environment():
                     # "local" always starts a new instance, never joins one found on disk.
