@@ -246,6 +246,7 @@ def reply_number_logits(
     return picked @ head.T
 
 
+@torch.no_grad()
 def _dot(a: Params, b: Params) -> float:
     # Per tensor in float32 (pairwise sums: relative error ~1e-7), across tensors in float64.
     return sum(float(torch.vdot(x.reshape(-1), y.reshape(-1))) for x, y in zip(a, b, strict=True))
