@@ -27,8 +27,8 @@ class TeacherRecipe(Config):
         description="How many of the category's training questions (disjoint from the "
         "evaluation questions) the teachers are fine-tuned on.",
     )
-    steps: int = Field(default=6, ge=1, description="Optimizer steps, each on all the questions.")
-    learning_rate: float = Field(default=3e-5, gt=0, description="Learning rate of both teachers.")
+    steps: int = Field(default=4, ge=1, description="Optimizer steps, each on all the questions.")
+    learning_rate: float = Field(default=1e-4, gt=0, description="Learning rate of both teachers.")
     optimizer: Literal["adamw", "sgd"] = Field(
         default="adamw",
         description="adamw (a realistic fine-tune) or sgd (steps along the gradient: with "
@@ -76,7 +76,7 @@ class LMTheoryConfig(Config):
     n_batches: int = Field(
         default=20, ge=2, description="Random number batches, one student step each."
     )
-    batch_size: int = Field(default=2, ge=1, description="Number prompts per batch.")
+    batch_size: int = Field(default=1, ge=1, description="Number prompts per batch.")
     answer_count: int = Field(
         default=5, ge=1, le=10, description="How many numbers each prompt asks for and gets."
     )
