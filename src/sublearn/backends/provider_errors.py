@@ -101,7 +101,9 @@ def translate(err: BaseException, at: Endpoint) -> SublearnError:
         )
     if isinstance(err, openai.APIStatusError):
         status = err.status_code
-        after, check = (f" ({tries})", "the server's log") if status >= 500 else ("", "its settings")
+        server_side = status >= 500
+        after = f" ({tries})" if server_side else ""
+        check = "the server's log" if server_side else "its settings"
         return ProviderError(
             f"{model}: the server at {where} failed the request with HTTP {status}{after}: "
             f"{_reason(err)}; check {check}; {RERUN}",
