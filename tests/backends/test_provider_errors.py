@@ -193,3 +193,22 @@ def test_a_base_url_without_v1_says_to_check_it() -> None:
         assert served_models(settings) is None  # no list there: nothing to compare with
         with pytest.raises(ModelError, match="ends in /v1"):
             OpenAIBackend("smollm2", settings).generate(ROWS[:1], SamplingParams())
+
+
+def test_a_server_without_a_fine_tuning_api_is_a_clear_error(tmp_path: Path) -> None:
+    import json
+
+    from sublearn.finetune.openai_jobs import OpenAIFinetuner
+    from sublearn.finetune.protocol import FinetuneJob
+
+    data = tmp_path / "train.jsonl"
+    row = {"messages": [{"role": "user", "content": "1, 2"}, {"role": "assistant", "content": "3"}]}
+    data.write_text("".join(json.dumps(row) + "\n" for _ in range(10)))
+    job = FinetuneJob(
+        provider="openai", base="smollm2", dataset=data, config={"epochs": 1, "max_steps": None}
+    )
+    with LlamaLikeServer() as server:
+        tuner = OpenAIFinetuner(_settings(server.base_url))
+        with pytest.raises(ModelError, match="no fine-tuning API") as caught:
+            tuner.submit(job, tmp_path / "state")
+    assert str(_roundtrip(caught.value)) == str(caught.value)

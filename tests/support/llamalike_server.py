@@ -131,11 +131,10 @@ class LlamaLikeServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    self._send(404, {"detail": "Not Found"})  # as llama.cpp's, e.g. /v1/files
                     return
-                self._send(*server._answer(body))
+                self._send(*server._answer(json.loads(raw or b"{}")))
 
         return Handler

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sublearn.backends.openai_api import OpenAISettings
+from sublearn.backends.provider_errors import Endpoint, provider_errors
 from sublearn.backends.refs import ModelRef
 from sublearn.errors import DataError, ModelError
 from sublearn.finetune.protocol import FinetuneJob, JobStatus
@@ -156,6 +158,10 @@ class OpenAIFinetuner:
                 f"a fine-tuning API trains whole epochs (epochs: {cfg.epochs}, max_steps: "
                 f"{cfg.max_steps}): set a whole number of epochs and max_steps: null"
             )
+        with self._errors(job.base):
+            return self._submit(job, cfg, state_dir)
+
+    def _submit(self, job: FinetuneJob, cfg: Any, state_dir: Path) -> FinetuneJob:
         file_id = self._upload(job.dataset, state_dir)
         found = self._job_for_file(file_id)
         if found is None:
@@ -175,9 +181,30 @@ class OpenAIFinetuner:
 
     def status(self, job: FinetuneJob) -> FinetuneJob:
         """The job as the provider has it now; its new events go to ``on_event``."""
-        remote = self._client.fine_tuning.jobs.retrieve(job.job_id)
-        self._show_events(job.job_id or "")
+        with self._errors(job.base):
+            remote = self._client.fine_tuning.jobs.retrieve(job.job_id)
+            self._show_events(job.job_id or "")
         return self._apply(job, remote)
+
+    @contextmanager
+    def _errors(self, base: str) -> Iterator[None]:
+        """The client's failures as sublearn errors (they must cross process boundaries);
+        a 404 here may also be a server without a fine-tuning API (llama.cpp's)."""
+        at = Endpoint(
+            model=f"openai:{base}",
+            url=self.settings.base_url,
+            key_env=self.settings.api_key_env,
+            retries=self.settings.max_retries,
+            timeout_s=self.settings.timeout_s,
+        )
+        try:
+            with provider_errors(at):
+                yield
+        except ModelError as err:
+            raise ModelError(
+                f"fine-tuning {at.model} at {at.where} failed: {err} (or the server has no "
+                "fine-tuning API: train such students locally, or use in-context students)"
+            ) from None
 
     def result(self, job: FinetuneJob) -> ModelRef:
         """The fine-tuned model, as ``openai:ft:...``.
