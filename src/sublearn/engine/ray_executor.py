@@ -174,10 +174,11 @@ class RayExecutor:
         self.cfg = cfg
         self.capacity = cfg.max_in_flight
         self.owns_instance = False
+        if cfg.address:
+            _require_answer(cfg.address)  # in seconds, not after Ray's minutes of retries
         if not ray.is_initialized():
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
             if cfg.address:
-                _require_answer(cfg.address)
                 try:
                     ray.init(address=cfg.address, **quiet)
                 except (ConnectionError, TimeoutError, RuntimeError) as err:
