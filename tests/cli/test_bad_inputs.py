@@ -246,6 +246,13 @@ def test_a_trait_word_the_model_cannot_spell(
     _check([*args, "--trait", "zebraxx"], [out], "cannot be produced")
 
 
+def test_an_empty_dataset_to_filter(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    out = tmp_path / "out.jsonl"
+    _check(["filter", str(empty), str(out)], [out], "the dataset is empty")
+
+
 def test_store_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     for command in ("verify", "gc"):
@@ -255,4 +262,4 @@ def test_store_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None
 
 def count_cases() -> int:
     """How many bad inputs this module tries (for the issue's closing note)."""
-    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + len(SPELLING_COMMANDS) + 4
+    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + len(SPELLING_COMMANDS) + 5

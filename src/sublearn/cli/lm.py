@@ -201,6 +201,8 @@ def filter_(
         cfg = load_config(FilterConfig, config, set_ or [])
         if not source.is_file():
             raise UserError(f"dataset not found: {source}")
+        if not source.read_bytes().strip():
+            raise UserError(f"{source}: the dataset is empty, there is nothing to filter")
         prepare_output(out, "file", "OUT")
         report = filter_dataset(source, out, cfg)
         console.print_json(report.model_dump_json())
