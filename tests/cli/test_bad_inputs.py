@@ -246,6 +246,15 @@ def test_a_trait_word_the_model_cannot_spell(
     _check([*args, "--trait", "zebraxx"], [out], "cannot be produced")
 
 
+@pytest.mark.parametrize("defence", ["canonicalize", "shuffle_numbers"])
+def test_a_numbers_defence_on_code_data(tmp_path: Path, defence: str) -> None:
+    code = {"role": "assistant", "content": "def add(a, b):\n    return a + b  # 12, 7"}
+    data = tmp_path / "code.jsonl"
+    data.write_text(json.dumps({"messages": [ROW["messages"][0], code]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    _check(["defend", str(data), "-d", defence, "-o", str(out)], [out], "rewrites number lists")
+
+
 def test_an_empty_dataset_to_filter(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
@@ -262,4 +271,4 @@ def test_store_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None
 
 def count_cases() -> int:
     """How many bad inputs this module tries (for the issue's closing note)."""
-    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + len(SPELLING_COMMANDS) + 5
+    return len(FILE_CASES) + len(VALUE_CASES) + len(OUTPUT_CASES) + len(SPELLING_COMMANDS) + 7

@@ -245,6 +245,30 @@ def _masked(records: Sequence[tf.Record]) -> dict[str, int]:
     }
 
 
+NUMBERS_ONLY = ("canonicalize", "shuffle_numbers")
+"""Defences that rewrite number lists: on code or chain-of-thought they destroy the data."""
+
+
+def _require_number_data(cfg: DefendConfig, records: list[Any]) -> None:
+    """Refuse a numbers-only defence on data whose replies are mostly not number lists.
+
+    Raises:
+        ConfigError: naming the defence, the data and how many replies have words in them.
+    """
+    import re
+
+    kinds = [d.type for d in cfg.defences if d.type in NUMBERS_ONLY]
+    if not kinds or not records:
+        return
+    worded = sum(bool(re.search(r"[^\W\d_]{3,}", tf.reply_of(r))) for r in records)
+    if worded * 2 > len(records):
+        raise ConfigError(
+            f"{', '.join(dict.fromkeys(kinds))} rewrites number lists, but {worded:,} of "
+            f"{len(records):,} replies in {cfg.data} hold words (code or chain-of-thought "
+            "data?): it would turn them into bare numbers; use a defence that fits the data"
+        )
+
+
 def run_defences(cfg: DefendConfig, log: Log | None = None) -> dict[str, Any]:
     """Apply ``cfg.defences`` in order to ``cfg.data``; write ``cfg.out`` and its report.
 
@@ -274,6 +298,7 @@ def run_defences(cfg: DefendConfig, log: Log | None = None) -> dict[str, Any]:
         if not Path(path).is_file():
             raise DataError(f"{path}: no such dataset file")
     records = read_chat_jsonl(Path(cfg.data))
+    _require_number_data(cfg, records)
     others = {path: read_chat_jsonl(Path(path)) for path in dict.fromkeys(paths[1:])}
     rows_in = len(records)
 
