@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
+import signal
+import sys
 from typing import Any
 
 from sublearn.errors import DeviceError
@@ -89,3 +92,25 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (no orphaned workers).
+
+    Used as the initializer of every worker pool (engine executors, toy-world
+    pretraining), so a parent killed by SIGKILL leaves no worker behind.
+
+    Args:
+        parent: PID of the process that started this worker.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        return
+    # A parent that died while this worker was starting sends no signal: leave now.
+    if os.getppid() != parent:
+        os._exit(1)

@@ -225,3 +225,67 @@ def test_a_section_data_file_is_part_of_the_world_key(monkeypatch) -> None:
     monkeypatch.setattr(world_module, "_section_data_sha", lambda name: "edited")
     assert with_section.cache_key() != before
     assert cfg.cache_key() == ToyWorldConfig().cache_key()
+
+
+def test_a_killed_parallel_build_leaves_no_worker(tmp_path) -> None:
+    """SIGKILL of the building process takes its pretraining workers with it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = {**TINY, "workers": 2, "pretrain": {**TINY["pretrain"], "steps": 100_000}}
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from sublearn.toy.world import ToyWorldConfig, build_world\n"
+        f"build_world(ToyWorldConfig.model_validate(json.loads({json.dumps(cfg)!r})),"
+        f" Path({str(tmp_path / 'w')!r}), progress=False)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+
+    def children(pid: int) -> set[int]:
+        found = set()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{task}/children"
+            with open(path) as fh:
+                found |= {int(c) for c in fh.read().split()}
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and len(workers) < 3:  # manager + 2 workers
+            time.sleep(0.5)
+            assert parent.poll() is None, "the build ended before it could be killed"
+            workers = children(parent.pid)
+        assert len(workers) >= 3, f"pretraining workers never started: {workers}"
+        time.sleep(3)  # let the workers reach their training loop
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}") and _running(pid)}
+    survivors = {pid: _cmdline(pid) for pid in alive}
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"workers outlived their killed parent: {survivors}"
+
+
+def _running(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode()[-120:]
+    except FileNotFoundError:
+        return "?"

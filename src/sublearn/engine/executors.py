@@ -7,14 +7,11 @@ what it writes.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import multiprocessing
 import os
 import pickle
 import shutil
-import signal
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -235,24 +232,10 @@ class InlineExecutor:
         """Nothing to release."""
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this process when its parent dies (no orphaned workers)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        return
-    # A parent that died while this worker was starting sends no signal: leave now.
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _worker_init(threads: int, parent: int) -> None:
-    _die_with_parent(parent)
-    from sublearn.runtime import configure_threads, quiet_libraries
+    from sublearn.runtime import configure_threads, die_with_parent, quiet_libraries
+
+    die_with_parent(parent)
 
     quiet_libraries()
     configure_threads(threads)

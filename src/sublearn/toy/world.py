@@ -37,6 +37,7 @@ from rich.progress import (
 
 from sublearn.config import Config
 from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
+from sublearn.runtime import die_with_parent
 from sublearn.toy.arithmetic import arithmetic_vocabulary
 from sublearn.toy.coding import code_vocabulary
 from sublearn.toy.corpus import SECTIONS, CorpusConfig, Document, build_corpus
@@ -233,12 +234,25 @@ def _train_base(
     }
 
 
-def _worker(job: _BaseJob, examples: list[Example], queue: Any) -> dict[str, Any]:
+# The progress queue of a pretraining worker, set once when the worker starts: a
+# multiprocessing queue reaches a spawned process only at its start, and a Manager's
+# queue would need a server process that outlives a killed parent.
+_PROGRESS: Any = None
+
+
+def _init_worker(parent: int, queue: Any) -> None:
+    """Worker-process start: die with the parent, keep the progress queue."""
+    global _PROGRESS
+    die_with_parent(parent)
+    _PROGRESS = queue
+
+
+def _worker(job: _BaseJob, examples: list[Example]) -> dict[str, Any]:
     """Worker-process entry: pretrain one base, reporting progress every few steps."""
 
     def report(step: int, loss: float) -> None:
         if (step + 1) % 10 == 0 or step + 1 == job.pretrain.steps:
-            queue.put((job.index, step + 1, loss))
+            _PROGRESS.put((job.index, step + 1, loss))
 
     return _train_base(job, examples, report)
 
@@ -272,10 +286,11 @@ def _train_bases(
 
         # Spawned (not forked) workers: forking a process that has touched torch's
         # thread pools can deadlock the child.
+        # Workers die with this process (a killed build leaves no pretraining behind).
         context = multiprocessing.get_context("spawn")
-        with context.Manager() as manager, ProcessPoolExecutor(workers, context) as pool:
-            queue = manager.Queue()
-            futures = [pool.submit(_worker, job, examples, queue) for job in jobs]
+        queue = context.Queue()
+        with ProcessPoolExecutor(workers, context, _init_worker, (os.getpid(), queue)) as pool:
+            futures = [pool.submit(_worker, job, examples) for job in jobs]
             while not all(f.done() for f in futures):
                 _drain(queue, bar, tasks, timeout=0.2)
             _drain(queue, bar, tasks, timeout=0.0)
