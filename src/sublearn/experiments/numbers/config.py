@@ -238,6 +238,7 @@ class StudentsConfig(Config):
                 "same student twice (pseudo-replication); list each seed once"
             )
         return seeds
+
     objectives: dict[str, FinetuneConfig] = Field(
         default_factory=lambda: {"sft": FinetuneConfig()},
         min_length=1,
