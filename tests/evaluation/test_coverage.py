@@ -177,3 +177,36 @@ def test_lead_in_on_an_api_model_is_refused_at_plan_time() -> None:
     cfg = load_config(ExperimentConfig, path, overrides)
     with pytest.raises(PlanError, match=r"evaluations.favorite: answer_prefix scores whole"):
         check_plan(build_plan(cfg, fingerprint=str))
+
+
+def test_students_low_coverage_is_one_warning_per_group() -> None:
+    from sublearn.report.experiment import coverage_row, coverage_warnings
+
+    low = {"rate": 1e-5, "coverage": 0.01, "renormalized": 0.1, "reading": "start"}
+    ok = {**low, "coverage": 0.5}
+    rows = [
+        coverage_row(
+            {"role": "base", "name": "base0", "evaluation": "favorite"},
+            "owl",
+            {**low, "warning": "low coverage: 1%"},
+        )
+    ]
+    for seed in range(5):
+        for condition in ("treatment", "control"):
+            meta = {
+                "teacher": "owl-ft",
+                "objective": "icl-4",
+                "student_base": "base1",
+                "condition": condition,
+                "seed": seed,
+                "evaluation": "favorite",
+            }
+            entry = {**low, "warning": "low"} if seed < 4 else ok
+            rows.append(coverage_row(meta, "owl", entry))
+    kl = {"teacher": "owl-ft", "objective": "kl", "student_base": "base1", "seed": 0}
+    rows.append(coverage_row({**kl, "evaluation": "favorite"}, "owl", ok))
+    warnings = coverage_warnings(rows)
+    assert warnings[0].startswith("base: base0 [favorite]: low coverage: 1%")
+    assert len(warnings) == 2, warnings  # the base's own, and one for the 8 low students
+    assert warnings[1].startswith("owl-ft/icl-4/base1 [favorite]: low coverage in 8 of 10")
+    assert "1.00%" in warnings[1]

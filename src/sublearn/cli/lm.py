@@ -264,7 +264,18 @@ def evaluate(
         ) as backend:
             metrics = evaluate_preference(backend, target, _eval_fields(cfg))
         for word, result in metrics.items():
-            console.print(f"{word}: {100 * float(result['rate']):.2f}%")  # type: ignore[arg-type]
+            pct = {k: 100 * float(v) for k, v in result.items() if isinstance(v, int | float)}
+            rate = pct["rate"]  # two decimals, but a small non-zero rate never reads 0.00%
+            line = f"{word}: {rate:.2f}%" if rate >= 0.01 or rate == 0 else f"{word}: {rate:.2g}%"
+            if "coverage" in pct:
+                # The rate is only readable beside how much of the answer it reads.
+                line += (
+                    f"  (coverage {pct['coverage']:.3g}% of the answer on the {cfg.category} "
+                    f"answers; within them {pct.get('renormalized', float('nan')):.3g}%)"
+                )
+            console.print(line, highlight=False)
+            if result.get("warning"):
+                console.print(f"[yellow]warning:[/] {result['warning']}", highlight=False)
         if out:
             atomic_write_json(out, {"model": model, "config": cfg.model_dump(), "results": metrics})
 

@@ -646,12 +646,9 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
             metrics = evaluate_preference(
                 backend, p["targets"], ecfg, system_prompt=system_prompt, context=context
             )
+            # Low-coverage warnings reach the console once per group at the end of the run
+            # (report/experiment.py: coverage_warnings), not once per evaluation here.
             result: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
-            for m in metrics.values():
-                if m.get("warning"):
-                    import sys
-
-                    print(f"  warning: {ctx.spec.name}: {m['warning']}", file=sys.stderr)
         else:
             if p.get("judge"):
                 from sublearn.judges.config import JudgeConfig, make_judge

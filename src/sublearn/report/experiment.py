@@ -262,6 +262,46 @@ def coverage_row(meta: Mapping[str, Any], trait: str, entry: Mapping[str, Any]) 
     }
 
 
+def coverage_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One warning per group of evaluated models whose coverage is low.
+
+    A student's seeds and conditions share one line (``owl-ft/icl-4/base0 [favorite]: low
+    coverage in 10 of 10 evaluations, 0.02%-4.9% ...``), so twenty in-context students do not
+    print twenty warnings; a base or a teacher keeps its own full warning.
+
+    Args:
+        rows: coverage rows as :func:`coverage_row` writes them.
+
+    Returns:
+        The warnings, in the order their groups first appear.
+    """
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if "role" in r:
+            key = (str(r.get("warning") or ""), None)
+        else:
+            parts = ("teacher", "objective", "student_base")
+            key = ("/".join(str(r[k]) for k in parts if k in r), r.get("evaluation"))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (label, evaluation), members in groups.items():
+        low = [m for m in members if m.get("warning")]
+        if not low:
+            continue
+        if evaluation is None:
+            out.extend(str(m["warning"]) for m in low)
+            continue
+        covs = [float(m["coverage"]) for m in low]
+        span = f"{min(covs):.2%}" if len(covs) == 1 else f"{min(covs):.2%}-{max(covs):.2%}"
+        out.append(
+            f"{label} [{evaluation}]: low coverage in {len(low)} of {len(members)} "
+            f"evaluation(s) ({span} of the answer on the category's answers): their raw rates "
+            "read little of what the models prefer; see the report's Coverage section and "
+            "the renormalized rates"
+        )
+    return out
+
+
 def _model_label(row: Mapping[str, Any]) -> str:
     """``base: base0``, ``teacher: owl-ft`` or a student's ``owl-ft/kl_numbers/base0/control/0``."""
     student = ("teacher", "objective", "student_base", "condition", "seed")

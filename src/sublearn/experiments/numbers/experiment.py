@@ -163,7 +163,7 @@ def write_run_report(
     ``probes`` is the usage of the plan-time server checks this run sent (see
     :mod:`sublearn.backends.probe`): paid requests of no task, counted in the API usage.
     """
-    from sublearn.report.experiment import write_experiment_report
+    from sublearn.report.experiment import coverage_warnings, write_experiment_report
 
     atomic_write_json(
         run_dir / "manifest.json",
@@ -209,7 +209,7 @@ def write_run_report(
     ]
     all_warnings = list(warnings)
     coverage = _coverage(plan, store)
-    all_warnings.extend(dict.fromkeys(r["warning"] for r in coverage if r["warning"]))
+    all_warnings.extend(coverage_warnings(coverage))
     if undefined:
         all_warnings.append(
             f"{len(undefined)} student evaluation(s) have no value (nothing scored, e.g. every "
