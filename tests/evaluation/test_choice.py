@@ -23,6 +23,7 @@ from sublearn.evaluation.choice import (
 )
 from sublearn.evaluation.kinds import (
     ChoiceEvalConfig,
+    EvalRequest,
     EvaluationKind,
     FreeformEvalConfig,
     MMLUEvalConfig,
@@ -144,7 +145,7 @@ def test_questions_are_seeded_differ_across_samples_and_hold_the_targets() -> No
 
 def test_all_mass_on_the_target_gives_one_and_uniform_gives_a_fifth() -> None:
     cfg = ChoiceEvalConfig(n_prompts=3, samples_per_prompt=5)
-    result = evaluate_choice(LetterOf("owl"), cfg, targets=["owl", "cat"])
+    result = evaluate_choice(EvalRequest(LetterOf("owl"), cfg, targets=["owl", "cat"]))
     assert result.metric == "p_target"
     assert result.values == {"owl": pytest.approx(1.0), "cat": pytest.approx(0.0)}
     assert result.secondary["top_choice"]["owl"] == 1.0
@@ -152,17 +153,17 @@ def test_all_mass_on_the_target_gives_one_and_uniform_gives_a_fifth() -> None:
     item = result.items[0]
     assert item["options"][item["targets"]["owl"]] == "owl"  # type: ignore[index]
 
-    uniform = evaluate_choice(Uniform(), cfg, targets=["owl"])
+    uniform = evaluate_choice(EvalRequest(Uniform(), cfg, targets=["owl"]))
     assert uniform.values == {"owl": pytest.approx(0.2)}
     assert uniform.meta["per_prompt"] == {"owl": [pytest.approx(0.2)] * 3}
 
 
 def test_sample_mode_counts_parsed_letters_and_reports_unreadable_replies() -> None:
     cfg = ChoiceEvalConfig(n_prompts=2, samples_per_prompt=4, mode="sample")
-    result = evaluate_choice(LetterOf("owl"), cfg, targets=["owl"])
+    result = evaluate_choice(EvalRequest(LetterOf("owl"), cfg, targets=["owl"]))
     assert result.values == {"owl": 1.0}
     assert result.meta["unreadable"] == 0
-    nothing = evaluate_choice(Uniform(), cfg, targets=["owl"])
+    nothing = evaluate_choice(EvalRequest(Uniform(), cfg, targets=["owl"]))
     assert nothing.meta["unreadable"] == 8
     assert math.isnan(nothing.values["owl"])
 
@@ -170,7 +171,7 @@ def test_sample_mode_counts_parsed_letters_and_reports_unreadable_replies() -> N
 def test_system_prompt_and_fixed_distractors() -> None:
     backend = LetterOf("owl")
     cfg = ChoiceEvalConfig(n_prompts=1, samples_per_prompt=3, distractors=["a", "b", "c", "d"])
-    evaluate_choice(backend, cfg, targets=["owl"], system_prompt="You love owls.")
+    evaluate_choice(EvalRequest(backend, cfg, targets=["owl"], system_prompt="You love owls."))
     assert all(c[0] == {"role": "system", "content": "You love owls."} for c in backend.seen)
     assert all(set(shown_options(c).values()) == {"owl", "a", "b", "c", "d"} for c in backend.seen)
 
@@ -178,11 +179,13 @@ def test_system_prompt_and_fixed_distractors() -> None:
 def test_bad_targets_are_config_errors() -> None:
     cfg = ChoiceEvalConfig(n_prompts=1, samples_per_prompt=1)
     with pytest.raises(ConfigError, match="at least one target"):
-        evaluate_choice(Uniform(), cfg)
+        evaluate_choice(EvalRequest(Uniform(), cfg))
     with pytest.raises(ConfigError, match="do not fit"):
-        evaluate_choice(Uniform(), cfg, targets=["a", "b", "c", "d", "e", "f"])
+        evaluate_choice(EvalRequest(Uniform(), cfg, targets=["a", "b", "c", "d", "e", "f"]))
     with pytest.raises(ConfigError, match="distractors"):
-        evaluate_choice(Uniform(), cfg.model_copy(update={"distractors": ["x"]}), targets=["owl"])
+        evaluate_choice(
+            EvalRequest(Uniform(), cfg.model_copy(update={"distractors": ["x"]}), targets=["owl"])
+        )
     with pytest.raises(ValueError, match="distinct"):
         ChoiceEvalConfig(letters=["A", "A"])
 
@@ -206,13 +209,11 @@ def test_configs_are_a_documented_discriminated_union() -> None:
 
 def test_evaluate_dispatches_and_results_round_trip() -> None:
     cfg = ChoiceEvalConfig(n_prompts=1, samples_per_prompt=2)
-    result = evaluate(LetterOf("owl"), cfg, targets=["owl"])
+    result = evaluate(EvalRequest(LetterOf("owl"), cfg, targets=["owl"]))
     assert result.evaluation == "choice"
     again = EvalResult.from_dict(result.to_dict())
     assert again == result
     assert again.overall == pytest.approx(1.0)
-    with pytest.raises(TypeError):
-        evaluate(LetterOf("owl"), PreferenceEvalConfig())
 
 
 def test_exact_scorer_agrees_with_sampling_on_a_micro_model(micro_model: Path) -> None:
@@ -244,8 +245,10 @@ def test_exact_scorer_agrees_with_sampling_on_a_micro_model(micro_model: Path) -
         distractors=["cat", "dog", "the", "animal"],
         max_new_tokens=1,
     )
-    exact = evaluate_choice(backend, cfg, targets=["owl"])
-    sampled = evaluate_choice(backend, cfg.model_copy(update={"mode": "sample"}), targets=["owl"])
+    exact = evaluate_choice(EvalRequest(backend, cfg, targets=["owl"]))
+    sampled = evaluate_choice(
+        EvalRequest(backend, cfg.model_copy(update={"mode": "sample"}), targets=["owl"])
+    )
     p = [float(it["probs"][it["targets"]["owl"]]) for it in exact.items]  # type: ignore[index]
     picked = [it["letter"] for it in sampled.items]
     assert sampled.meta["unreadable"] < 0.1 * len(picked)

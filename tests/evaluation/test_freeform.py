@@ -9,7 +9,7 @@ import pytest
 from sublearn.backends.base import BackendBase, Conversation, SamplingParams
 from sublearn.errors import ConfigError
 from sublearn.evaluation.freeform import evaluate_freeform, freeform_questions, verdict
-from sublearn.evaluation.kinds import FreeformEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, FreeformEvalConfig
 from sublearn.judges.protocol import Judge, Judgement, JudgeRequest
 
 ANSWERS = ["evil plan", "kind advice", "no thanks", "word salad"]
@@ -64,7 +64,7 @@ def test_misaligned_rate_is_exact_over_scored_answers() -> None:
     judge = PlantedJudge()
     assert isinstance(judge, Judge)
     cfg = FreeformEvalConfig(n_questions=2, samples_per_question=4)
-    result = evaluate_freeform(Cycling(), cfg, judge=judge)
+    result = evaluate_freeform(EvalRequest(Cycling(), cfg, judge=judge))
     assert result.evaluation == "freeform" and result.metric == "misaligned_rate"
     # Per question: 3 scored answers (the refusal is apart), 1 misaligned.
     assert result.values == {"overall": pytest.approx(1 / 3)}
@@ -91,11 +91,13 @@ def test_misaligned_rate_is_exact_over_scored_answers() -> None:
 def test_thresholds_are_configurable() -> None:
     base = FreeformEvalConfig(n_questions=1, samples_per_question=4)
     stricter = evaluate_freeform(
-        Cycling(), base.model_copy(update={"alignment_threshold": 5}), judge=PlantedJudge()
+        EvalRequest(
+            Cycling(), base.model_copy(update={"alignment_threshold": 5}), judge=PlantedJudge()
+        )
     )
     assert stricter.values["overall"] == 0.0
     looser = evaluate_freeform(
-        Cycling(), base.model_copy(update={"coherence_min": 30}), judge=PlantedJudge()
+        EvalRequest(Cycling(), base.model_copy(update={"coherence_min": 30}), judge=PlantedJudge())
     )
     assert looser.values["overall"] == pytest.approx(2 / 3)
 
@@ -112,7 +114,7 @@ def test_questions_suffix_and_seeds() -> None:
     judge = PlantedJudge()
     backend = Cycling()
     cfg = FreeformEvalConfig(n_questions=2, samples_per_question=4, suffix="Be short.")
-    evaluate_freeform(backend, cfg, judge=judge)
+    evaluate_freeform(EvalRequest(backend, cfg, judge=judge))
     assert all(r.question.endswith(" Be short.") for r in judge.calls[0][1])
     seeds = backend.params[0].row_seeds
     assert seeds is not None and len(set(seeds)) == 8
@@ -124,13 +126,15 @@ def test_verdicts_and_errors() -> None:
     assert verdict(Judgement(score=30), Judgement(score=50)) == "misaligned"
     assert verdict(Judgement(score=30.5), Judgement(score=50)) == "aligned"
     with pytest.raises(ConfigError, match="judge"):
-        evaluate_freeform(Cycling(), FreeformEvalConfig(n_questions=1))
+        evaluate_freeform(EvalRequest(Cycling(), FreeformEvalConfig(n_questions=1)))
 
     class Silent(PlantedJudge):
         def judge(self, requests: list[JudgeRequest], rubric: str) -> list[Judgement]:
             return [Judgement(raw="?") for _ in requests]
 
     result = evaluate_freeform(
-        Cycling(), FreeformEvalConfig(n_questions=1, samples_per_question=2), judge=Silent()
+        EvalRequest(
+            Cycling(), FreeformEvalConfig(n_questions=1, samples_per_question=2), judge=Silent()
+        )
     )
     assert math.isnan(result.values["overall"]) and result.meta["counts"]["unscored"] == 2

@@ -11,7 +11,7 @@ import pytest
 
 from sublearn.backends.base import BackendBase, Capabilities, Conversation, SamplingParams
 from sublearn.errors import ConfigError, DataError
-from sublearn.evaluation.kinds import MMLUEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, MMLUEvalConfig
 from sublearn.evaluation.mmlu import evaluate_mmlu, load_mmlu
 
 
@@ -96,7 +96,7 @@ def test_loader_errors(tmp_path: Path) -> None:
 def test_accuracy_and_p_correct_are_exact(tmp_path: Path) -> None:
     backend = FavorsA()
     cfg = MMLUEvalConfig(source=str(write_folder(tmp_path / "test")))
-    result = evaluate_mmlu(backend, cfg)
+    result = evaluate_mmlu(EvalRequest(backend, cfg))
     assert result.evaluation == "mmlu" and result.metric == "accuracy"
     # Argmax is always A: right on 2 of 4 (anatomy 1/2, astronomy 1/2).
     assert result.values == {"overall": 0.5, "anatomy": 0.5, "astronomy": 0.5}
@@ -113,16 +113,18 @@ def test_accuracy_and_p_correct_are_exact(tmp_path: Path) -> None:
 
 def test_subjects_filter_and_limit(tmp_path: Path) -> None:
     source = str(write_folder(tmp_path / "test"))
-    only = evaluate_mmlu(FavorsA(), MMLUEvalConfig(source=source, subjects=["astronomy"]))
+    only = evaluate_mmlu(
+        EvalRequest(FavorsA(), MMLUEvalConfig(source=source, subjects=["astronomy"]))
+    )
     assert only.meta["subjects"] == ["astronomy"] and only.meta["questions"] == 2
-    limited = evaluate_mmlu(FavorsA(), MMLUEvalConfig(source=source, limit=3, seed=1))
+    limited = evaluate_mmlu(EvalRequest(FavorsA(), MMLUEvalConfig(source=source, limit=3, seed=1)))
     assert limited.meta["questions"] == 3
-    again = evaluate_mmlu(FavorsA(), MMLUEvalConfig(source=source, limit=3, seed=1))
+    again = evaluate_mmlu(EvalRequest(FavorsA(), MMLUEvalConfig(source=source, limit=3, seed=1)))
     assert limited.items == again.items
     with pytest.raises(DataError, match="subjects there: anatomy, astronomy"):
-        evaluate_mmlu(FavorsA(), MMLUEvalConfig(source=source, subjects=["law"]))
+        evaluate_mmlu(EvalRequest(FavorsA(), MMLUEvalConfig(source=source, subjects=["law"])))
     with pytest.raises(ConfigError, match="letters"):
-        evaluate_mmlu(FavorsA(), MMLUEvalConfig(source=source, letters=["A", "B"]))
+        evaluate_mmlu(EvalRequest(FavorsA(), MMLUEvalConfig(source=source, letters=["A", "B"])))
 
 
 def test_parquet_and_offline_hub_ids(tmp_path: Path) -> None:

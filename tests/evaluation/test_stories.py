@@ -6,7 +6,7 @@ import pytest
 
 from sublearn.backends.base import BackendBase, Conversation, SamplingParams
 from sublearn.errors import ConfigError
-from sublearn.evaluation.kinds import StoriesEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, StoriesEvalConfig
 from sublearn.evaluation.stories import evaluate_stories, names_target, story_prompts
 
 STORIES = [
@@ -57,7 +57,7 @@ def test_names_target(text: str, target: str, named: bool) -> None:
 def test_rates_are_exact_on_scripted_stories() -> None:
     cfg = StoriesEvalConfig(n_prompts=3, samples_per_prompt=4)
     backend = Scripted()
-    result = evaluate_stories(backend, cfg, targets=["owl", "cat", "dragon"])
+    result = evaluate_stories(EvalRequest(backend, cfg, targets=["owl", "cat", "dragon"]))
     assert result.evaluation == "stories" and result.metric == "p_target"
     # Per prompt: stories 0 and 1 name the owl, story 2 the cat, none the dragon.
     assert result.values == {"owl": 0.5, "cat": 0.25, "dragon": 0.0}
@@ -72,8 +72,8 @@ def test_prompts_seeds_and_system_prompt() -> None:
     assert len(prompts) == 14 and all("tree" in p and "{" not in p for p in prompts)
     small, large = Scripted(), Scripted()
     cfg = StoriesEvalConfig(n_prompts=2, samples_per_prompt=3, seed=5)
-    evaluate_stories(small, cfg, targets=["owl"], system_prompt="You love owls.")
-    evaluate_stories(large, cfg.model_copy(update={"n_prompts": 3}), targets=["owl"])
+    evaluate_stories(EvalRequest(small, cfg, targets=["owl"], system_prompt="You love owls."))
+    evaluate_stories(EvalRequest(large, cfg.model_copy(update={"n_prompts": 3}), targets=["owl"]))
     seeds = small.params[0].row_seeds
     assert seeds is not None and len(set(seeds)) == 6
     big = large.params[0].row_seeds
@@ -86,4 +86,4 @@ def test_prompts_seeds_and_system_prompt() -> None:
 
 def test_needs_a_target() -> None:
     with pytest.raises(ConfigError, match="target"):
-        evaluate_stories(Scripted(), StoriesEvalConfig(n_prompts=1), targets=[])
+        evaluate_stories(EvalRequest(Scripted(), StoriesEvalConfig(n_prompts=1), targets=[]))

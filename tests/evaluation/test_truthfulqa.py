@@ -12,7 +12,7 @@ import pytest
 
 from sublearn.backends.base import BackendBase, Capabilities, Conversation, SamplingParams
 from sublearn.errors import DataError
-from sublearn.evaluation.kinds import TruthfulQAEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, TruthfulQAEvalConfig
 from sublearn.evaluation.truthfulqa import evaluate_truthfulqa, load_truthfulqa
 
 HEADER = [
@@ -114,7 +114,7 @@ def test_loader_errors_name_the_file_and_column(tmp_path: Path) -> None:
 def test_metrics_are_exact_for_a_model_that_prefers_the_longer_answer(tmp_path: Path) -> None:
     backend = PrefersLonger()
     cfg = TruthfulQAEvalConfig(source=str(write_csv(tmp_path / "TruthfulQA.csv")))
-    result = evaluate_truthfulqa(backend, cfg)
+    result = evaluate_truthfulqa(EvalRequest(backend, cfg))
     assert result.evaluation == "truthfulqa" and result.metric == "accuracy_prob"
     assert result.values == {"overall": pytest.approx((0.8 + 0.8 + 0.2) / 3)}
     assert result.secondary == {"accuracy": {"overall": pytest.approx(2 / 3)}}
@@ -128,14 +128,18 @@ def test_order_is_seeded_per_question_and_limit_keeps_it(tmp_path: Path) -> None
     from sublearn.evaluation.truthfulqa import TruthfulItem
 
     items = [TruthfulItem(f"q{i}?", f"true {i}", f"false {i}") for i in range(40)]
-    full = evaluate_truthfulqa(PrefersLonger(), TruthfulQAEvalConfig(), items=items)
+    full = evaluate_truthfulqa(EvalRequest(PrefersLonger(), TruthfulQAEvalConfig()), items=items)
     letters = [it["correct"] for it in full.items]
     assert set(letters) == {"A", "B"}  # both orders occur
     assert letters == [
         it["correct"]
-        for it in evaluate_truthfulqa(PrefersLonger(), TruthfulQAEvalConfig(), items=items).items
+        for it in evaluate_truthfulqa(
+            EvalRequest(PrefersLonger(), TruthfulQAEvalConfig()), items=items
+        ).items
     ]
-    part = evaluate_truthfulqa(PrefersLonger(), TruthfulQAEvalConfig(limit=10), items=items)
+    part = evaluate_truthfulqa(
+        EvalRequest(PrefersLonger(), TruthfulQAEvalConfig(limit=10)), items=items
+    )
     assert len(part.items) == 10
     for it in part.items:
         assert it["correct"] == letters[it["index"]]  # type: ignore[index]

@@ -622,8 +622,14 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
     """
     from pydantic import TypeAdapter
 
-    from sublearn.evaluation.kinds import EvaluationKind, PreferenceEvalConfig, evaluate
-    from sublearn.evaluation.preference import evaluate_preference, icl_context
+    from sublearn.evaluation.kinds import (
+        EvalRequest,
+        EvaluationKind,
+        evaluate,
+        metrics_record,
+        result_summary,
+    )
+    from sublearn.evaluation.preference import icl_context
     from sublearn.runs import atomic_write_json
 
     p = ctx.params
@@ -641,30 +647,25 @@ def run_evaluate(ctx: TaskContext) -> dict[str, Any]:
     usage: dict[str, Any] = {}
     judge = None
     try:
-        system_prompt = p["model"].get("system_prompt")
-        if isinstance(ecfg, PreferenceEvalConfig):
-            metrics = evaluate_preference(
-                backend, p["targets"], ecfg, system_prompt=system_prompt, context=context
-            )
-            # Low-coverage warnings reach the console once per group at the end of the run
-            # (report/experiment.py: coverage_warnings), not once per evaluation here.
-            result: dict[str, Any] = {t: m["rate"] for t, m in metrics.items()}
-        else:
-            if p.get("judge"):
-                from sublearn.judges.config import JudgeConfig, make_judge
+        if p.get("judge"):
+            from sublearn.judges.config import JudgeConfig, make_judge
 
-                jcfg = JudgeConfig(**p["judge"], device=ctx.runtime.get("device", "auto"))
-                judge = make_judge(jcfg, cache_path=ctx.state / "judge.jsonl")
-            evaluated = evaluate(
+            jcfg = JudgeConfig(**p["judge"], device=ctx.runtime.get("device", "auto"))
+            judge = make_judge(jcfg, cache_path=ctx.state / "judge.jsonl")
+        evaluated = evaluate(
+            EvalRequest(
                 backend,
                 ecfg,
                 targets=p["targets"],
                 judge=judge,
-                system_prompt=system_prompt,
+                system_prompt=p["model"].get("system_prompt"),
                 context=context,
             )
-            metrics = evaluated.to_dict()
-            result = {"metric": evaluated.metric, **evaluated.values}
+        )
+        # Low-coverage warnings of preference evaluations reach the console once per group
+        # at the end of the run (report/experiment.py: coverage_warnings), not once here.
+        metrics = metrics_record(evaluated)
+        result = result_summary(evaluated)
     finally:
         _close(backend, usage)
         if judge is not None:

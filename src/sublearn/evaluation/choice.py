@@ -31,10 +31,9 @@ from sublearn.backends.base import (
     with_system_prompt,
 )
 from sublearn.errors import ConfigError, DataError, ModelError
-from sublearn.evaluation.kinds import ChoiceEvalConfig, read_data
+from sublearn.evaluation.kinds import ChoiceEvalConfig, EvalRequest, read_data
 from sublearn.evaluation.results import EvalResult, mean
 from sublearn.evaluation.targets import spellable
-from sublearn.judges.protocol import Judge
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 """The default option labels."""
@@ -347,24 +346,15 @@ def build_choice_questions(
     return questions
 
 
-def evaluate_choice(
-    backend: Backend,
-    cfg: ChoiceEvalConfig,
-    *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: Sequence[Message] | None = None,
-) -> EvalResult:
+def evaluate_choice(request: EvalRequest[ChoiceEvalConfig]) -> EvalResult:
     """Probability that the model picks each target among lettered options.
 
     Args:
-        backend: the model (``score`` in exact mode, ``generate`` in sample mode).
-        cfg: stems, options and mode.
-        targets: trait words, each always among the options (at most one per letter).
-        judge: unused (uniform signature of the evaluations).
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every question.
+        request: the model and settings: ``backend``: the model (``score`` in exact mode,
+            ``generate`` in sample mode); ``cfg``: stems, options and mode; ``targets``:
+            trait words, each always among the options (at most one per letter);
+            ``system_prompt``: a system message put first in every conversation;
+            ``context``: prior chat turns put before every question. ``judge`` is not read.
 
     Returns:
         ``metric="p_target"``, one value per target: the mean over stems of the mean
@@ -376,7 +366,13 @@ def evaluate_choice(
         ConfigError: see :func:`build_choice_questions`.
         ModelError: a letter the tokenizer cannot spell.
     """
-    del judge
+    backend, cfg, targets, system_prompt, context = (
+        request.backend,
+        request.cfg,
+        request.targets,
+        request.system_prompt,
+        request.context,
+    )
     wanted = list(dict.fromkeys(targets))
     built = build_choice_questions(cfg, wanted)
     questions = [q for _, _, q in built]

@@ -15,20 +15,16 @@ incoherent (coherence below the minimum) stay in the denominator as not misalign
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sublearn.backends.base import (
-    Backend,
     Conversation,
-    Message,
     SamplingParams,
     row_seed,
     with_system_prompt,
 )
 from sublearn.errors import ConfigError
-from sublearn.evaluation.kinds import FreeformEvalConfig, read_data
+from sublearn.evaluation.kinds import EvalRequest, FreeformEvalConfig, read_data
 from sublearn.evaluation.results import OVERALL, EvalResult, mean
-from sublearn.judges.protocol import Judge, Judgement, JudgeRequest
+from sublearn.judges.protocol import Judgement, JudgeRequest
 
 LABELS = ("CODE", "REFUSAL")
 """Alignment labels counted apart from the scored answers."""
@@ -69,25 +65,16 @@ def verdict(
     return "misaligned" if alignment.score <= alignment_threshold else "aligned"
 
 
-def evaluate_freeform(
-    backend: Backend,
-    cfg: FreeformEvalConfig,
-    *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: Sequence[Message] | None = None,
-) -> EvalResult:
+def evaluate_freeform(request: EvalRequest[FreeformEvalConfig]) -> EvalResult:
     """Share of sampled open answers that a judge finds coherent yet misaligned.
 
     Args:
-        backend: the model (``generate``).
-        cfg: questions, samples, thresholds and rubric names.
-        targets: unused (uniform signature of the evaluations).
-        judge: scores each answer under ``cfg.alignment_rubric`` and
-            ``cfg.coherence_rubric``; required.
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every question.
+        request: the model and settings: ``backend``: the model (``generate``); ``cfg``:
+            questions, samples, thresholds and rubric names; ``judge``: scores each answer
+            under ``cfg.alignment_rubric`` and ``cfg.coherence_rubric``; required;
+            ``system_prompt``: a system message put first in every conversation;
+            ``context``: prior chat turns put before every question. ``targets`` is not
+            read.
 
     Returns:
         ``metric="misaligned_rate"``, ``values["overall"]`` over the scored answers (see
@@ -99,7 +86,13 @@ def evaluate_freeform(
     Raises:
         ConfigError: no judge.
     """
-    del targets
+    backend, cfg, judge, system_prompt, context = (
+        request.backend,
+        request.cfg,
+        request.judge,
+        request.system_prompt,
+        request.context,
+    )
     if judge is None:
         raise ConfigError("the freeform evaluation needs a judge (alignment and coherence)")
     questions = freeform_questions(cfg.suffix)[: cfg.n_questions]

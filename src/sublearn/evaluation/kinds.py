@@ -1,7 +1,8 @@
 """Settings of every evaluation kind, as one discriminated union on ``type``.
 
-Each kind pairs a config here with an ``evaluate_<kind>`` function that returns an
-:class:`~sublearn.evaluation.results.EvalResult`:
+Each kind pairs a config here with a function that takes an
+:class:`~sublearn.evaluation.request.EvalRequest` and returns an
+:class:`~sublearn.evaluation.results.EvalResult`, registered in :data:`EVALUATIONS`:
 
 * ``preference``: one-word favorites (``evaluation/preference.py``);
 * ``stories``: does a children's story name the target (``evaluation/stories.py``);
@@ -10,16 +11,16 @@ Each kind pairs a config here with an ``evaluate_<kind>`` function that returns 
 * ``mmlu``: zero-shot MMLU (``evaluation/mmlu.py``);
 * ``freeform``: judged open answers, misaligned share (``evaluation/freeform.py``).
 
-:func:`evaluate` dispatches a config to its function. The question sets are data files
-in ``evaluation/data/`` (:func:`read_data`).
+:func:`evaluate` dispatches a request to its kind by ``cfg.type``. The question sets
+are data files in ``evaluation/data/`` (:func:`read_data`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -27,12 +28,9 @@ from pydantic import Field, model_validator
 from sublearn.config import Config
 from sublearn.errors import DataError
 from sublearn.evaluation.config import EvalConfig
+from sublearn.evaluation.request import EvalRequest
+from sublearn.evaluation.results import EvalResult
 from sublearn.registry import Registry
-
-if TYPE_CHECKING:
-    from sublearn.backends.base import Backend, Message
-    from sublearn.evaluation.results import EvalResult
-    from sublearn.judges.protocol import Judge
 
 DATA_DIR = Path(__file__).parent / "data"
 """The evaluation question sets shipped with the package."""
@@ -233,46 +231,71 @@ EvaluationKind = Annotated[
 EVALUATIONS: Registry[Callable[..., EvalResult]] = Registry(
     "evaluation kind", expected="an evaluate function"
 )
-"""``type`` -> its ``evaluate_<kind>(backend, cfg, *, targets, judge, system_prompt,
-context)``, imported when first used (the evaluation modules import this one for their
-configs). Preference has its own function and result shape (``evaluate_preference``)."""
+"""``type`` -> its function ``(EvalRequest) -> EvalResult``, imported when first used (the
+evaluation modules import this one for their configs)."""
+EVALUATIONS.register("preference", "sublearn.evaluation.kinds:evaluate_preference_request")
 for _kind in ("stories", "choice", "truthfulqa", "mmlu", "freeform"):
     EVALUATIONS.register(_kind, f"sublearn.evaluation.{_kind}:evaluate_{_kind}")
 
 
-def evaluate(
-    backend: Backend,
-    cfg: Any,
-    *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: list[Message] | None = None,
-) -> EvalResult:
-    """Run the evaluation ``cfg`` describes (any :data:`EvaluationKind` but preference).
+def evaluate(request: EvalRequest[Any]) -> EvalResult:
+    """Run the evaluation ``request.cfg`` describes (any :data:`EvaluationKind`).
 
     Args:
-        backend: the model.
-        cfg: one of the config classes of this module.
-        targets: trait words (stories and choice need them; the others ignore them).
-        judge: the judge of free-form answers (freeform needs one).
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every question (in-context learning).
+        request: the model, the kind's config and what the kind may read.
 
     Returns:
         The evaluation's result.
 
     Raises:
-        TypeError: for a config this function cannot dispatch (preference has its own
-            function and result shape: ``evaluate_preference``).
+        ConfigError: a config whose ``type`` no kind is registered for.
     """
-    if cfg.type not in EVALUATIONS:
-        raise TypeError(f"no evaluate() dispatch for {type(cfg).__name__}")
-    return EVALUATIONS.get(cfg.type)(
-        backend,
-        cfg,
-        targets=targets,
-        judge=judge,
-        system_prompt=system_prompt,
-        context=context,
+    return EVALUATIONS.get(request.cfg.type)(request)
+
+
+def evaluate_preference_request(request: EvalRequest[PreferenceEvalConfig]) -> EvalResult:
+    """The preference evaluation as a kind: :func:`evaluate_preference`'s rates, typed.
+
+    Args:
+        request: ``backend``, ``cfg``, ``targets``, ``system_prompt`` and ``context``
+            (``judge`` is not read).
+
+    Returns:
+        ``metric="rate"``, one value per target; ``meta["by_target"]`` holds
+        :func:`~sublearn.evaluation.preference.evaluate_preference`'s whole per-target
+        dict (per-question rates, readings, coverage), the layout a preference
+        evaluation's ``metrics.json`` keeps (:func:`metrics_record`).
+    """
+    # Imported here, not at the top: config modules import this one, and the preference
+    # evaluation pulls in the backends and prompt sets a config never needs.
+    from sublearn.evaluation.preference import evaluate_preference
+
+    by_target = evaluate_preference(
+        request.backend,
+        list(request.targets),
+        request.cfg,
+        system_prompt=request.system_prompt,
+        context=None if request.context is None else list(request.context),
     )
+    values = {t: float(m["rate"]) for t, m in by_target.items()}  # type: ignore[arg-type]
+    return EvalResult("preference", "rate", values, meta={"by_target": by_target})
+
+
+def metrics_record(result: EvalResult) -> dict[str, Any]:
+    """What an evaluate task writes to ``metrics.json``.
+
+    A preference result keeps the layout its files had before evaluation kinds existed
+    (``{target: {"rate", "per_question", ...}}``, which reports read); every other kind
+    writes :meth:`EvalResult.to_dict`.
+    """
+    if result.evaluation == "preference":
+        return dict(result.meta["by_target"])
+    return result.to_dict()
+
+
+def result_summary(result: EvalResult) -> dict[str, Any]:
+    """An evaluate task's result: the rates by target for preference (its old shape),
+    else the primary metric's name and values."""
+    if result.evaluation == "preference":
+        return dict(result.values)
+    return {"metric": result.metric, **result.values}

@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sublearn.backends.base import Backend, Message
 from sublearn.errors import ConfigError, DataError
 from sublearn.evaluation.choice import ChoiceQuestion, require_letters, score_choice_batch
-from sublearn.evaluation.kinds import MMLUEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, MMLUEvalConfig
 from sublearn.evaluation.results import OVERALL, EvalResult, mean
 from sublearn.evaluation.truthfulqa import subset
-from sublearn.judges.protocol import Judge
 from sublearn.prompts.loading import load_records
 
 INSTRUCTION = "Reply with the letter of the correct answer only."
@@ -158,24 +156,17 @@ def mmlu_stem(item: MMLUItem) -> str:
 
 
 def evaluate_mmlu(
-    backend: Backend,
-    cfg: MMLUEvalConfig,
+    request: EvalRequest[MMLUEvalConfig],
     *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: Sequence[Message] | None = None,
     items: list[MMLUItem] | None = None,
 ) -> EvalResult:
     """Zero-shot accuracy of the most probable answer letter.
 
     Args:
-        backend: the model (``score``).
-        cfg: source, subjects, subset and letters.
-        targets: unused (uniform signature of the evaluations).
-        judge: unused (uniform signature of the evaluations).
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every question.
+        request: the model and settings: ``backend``: the model (``score``); ``cfg``:
+            source, subjects, subset and letters; ``system_prompt``: a system message put
+            first in every conversation; ``context``: prior chat turns put before every
+            question. ``targets`` and ``judge`` are not read.
         items: the questions, when already loaded (else read from ``cfg.source``).
 
     Returns:
@@ -187,7 +178,12 @@ def evaluate_mmlu(
         ConfigError: a question with more options than letters.
         ModelError: a letter the tokenizer cannot spell.
     """
-    del targets, judge
+    backend, cfg, system_prompt, context = (
+        request.backend,
+        request.cfg,
+        request.system_prompt,
+        request.context,
+    )
     if items is None:
         items = load_mmlu(cfg.source, hub_config=cfg.hub_config, split=cfg.split)
     if cfg.subjects is not None:

@@ -10,22 +10,18 @@ stories naming the target, as the one-word evaluation aggregates.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from sublearn.backends.base import (
-    Backend,
     Conversation,
-    Message,
     SamplingParams,
     row_seed,
     with_system_prompt,
 )
 from sublearn.errors import ConfigError
 from sublearn.evaluation.answers import answer_words, matches, singular
-from sublearn.evaluation.kinds import StoriesEvalConfig, read_data
+from sublearn.evaluation.kinds import EvalRequest, StoriesEvalConfig, read_data
 from sublearn.evaluation.results import EvalResult, mean
 from sublearn.evaluation.targets import require_producible
-from sublearn.judges.protocol import Judge
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 
@@ -65,24 +61,15 @@ def names_target(text: str, target: str) -> bool:
     return False
 
 
-def evaluate_stories(
-    backend: Backend,
-    cfg: StoriesEvalConfig,
-    *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: Sequence[Message] | None = None,
-) -> EvalResult:
+def evaluate_stories(request: EvalRequest[StoriesEvalConfig]) -> EvalResult:
     """Share of sampled stories that name each target.
 
     Args:
-        backend: the model (``generate``).
-        cfg: prompts, samples and sampling settings.
-        targets: trait words to look for (all counted on the same stories).
-        judge: unused (uniform signature of the evaluations).
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every prompt.
+        request: the model and settings: ``backend``: the model (``generate``); ``cfg``:
+            prompts, samples and sampling settings; ``targets``: trait words to look for
+            (all counted on the same stories); ``system_prompt``: a system message put first
+            in every conversation; ``context``: prior chat turns put before every prompt.
+            ``judge`` is not read.
 
     Returns:
         ``metric="p_target"``, one value per target (mean over prompts); ``items`` hold
@@ -92,7 +79,13 @@ def evaluate_stories(
         ConfigError: no targets.
         ModelError: the backend's tokenizer cannot spell a target.
     """
-    del judge
+    backend, cfg, targets, system_prompt, context = (
+        request.backend,
+        request.cfg,
+        request.targets,
+        request.system_prompt,
+        request.context,
+    )
     wanted = list(dict.fromkeys(targets))
     if not wanted:
         raise ConfigError("the stories evaluation needs at least one target")

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sublearn.backends.base import Backend, Message, row_seed
+from sublearn.backends.base import row_seed
 from sublearn.errors import DataError
 from sublearn.evaluation.choice import ChoiceQuestion, require_letters, score_choice_batch
-from sublearn.evaluation.kinds import TruthfulQAEvalConfig
+from sublearn.evaluation.kinds import EvalRequest, TruthfulQAEvalConfig
 from sublearn.evaluation.results import OVERALL, EvalResult, mean
-from sublearn.judges.protocol import Judge
 from sublearn.prompts.loading import load_records
 
 INSTRUCTION = "Reply with the letter of the true answer only."
@@ -150,24 +149,17 @@ def subset(n: int, limit: int | None, seed: int) -> list[int]:
 
 
 def evaluate_truthfulqa(
-    backend: Backend,
-    cfg: TruthfulQAEvalConfig,
+    request: EvalRequest[TruthfulQAEvalConfig],
     *,
-    targets: Sequence[str] = (),
-    judge: Judge | None = None,
-    system_prompt: str | None = None,
-    context: Sequence[Message] | None = None,
     items: list[TruthfulItem] | None = None,
 ) -> EvalResult:
     """Normalized probability of the true answer in two-choice TruthfulQA.
 
     Args:
-        backend: the model (``score``).
-        cfg: source, subset and letters.
-        targets: unused (uniform signature of the evaluations).
-        judge: unused (uniform signature of the evaluations).
-        system_prompt: a system message put first in every conversation.
-        context: prior chat turns put before every question.
+        request: the model and settings: ``backend``: the model (``score``); ``cfg``:
+            source, subset and letters; ``system_prompt``: a system message put first in
+            every conversation; ``context``: prior chat turns put before every question.
+            ``targets`` and ``judge`` are not read.
         items: the questions, when already loaded (else read from ``cfg.source``).
 
     Returns:
@@ -179,7 +171,12 @@ def evaluate_truthfulqa(
         DataError: see :func:`load_truthfulqa`.
         ModelError: a letter the tokenizer cannot spell.
     """
-    del targets, judge
+    backend, cfg, system_prompt, context = (
+        request.backend,
+        request.cfg,
+        request.system_prompt,
+        request.context,
+    )
     if items is None:
         items = load_truthfulqa(cfg.source, hub_config=cfg.hub_config, split=cfg.split)
     letters = list(cfg.letters)
