@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 from pydantic import ValidationError
 
-from sublearn.filters.checks import AnswerCheck, CodeOnlyCheck, JudgeCheck, run_checks, with_checks
+from sublearn.errors import ConfigError
+from sublearn.filters.checks import (
+    CHECKS,
+    AnswerCheck,
+    Check,
+    CheckStep,
+    CodeOnlyCheck,
+    JudgeCheck,
+    run_checks,
+    with_checks,
+)
 from sublearn.judges.protocol import Judgement, JudgeRequest
 from sublearn.judges.rules import RuleJudge
 
@@ -123,3 +135,44 @@ def test_the_report_gains_the_checks_reasons_and_examples() -> None:
     (example,) = after["examples"]["code_only:has_comment"]
     assert example["id"] == "0000001" and example["verdict"] == "has_comment"
     assert before["rejected"] == {"invalid_format": 0, "leak": 3}  # the input is not changed
+
+
+def test_every_check_kind_of_the_union_is_registered() -> None:
+    union = get_args(get_args(Check)[0])
+    kinds = {cls.model_fields["type"].annotation.__args__[0] for cls in union}
+    assert kinds == set(CHECKS.names()) == {"code_only", "answer", "judge"}
+
+
+def test_a_new_check_kind_runs_through_the_registry() -> None:
+    """Dispatch is by ``type``: a kind registered later runs without touching run_checks."""
+    original = CHECKS.get("code_only")
+    seen: list[str] = []
+
+    def drop_odd(check: CodeOnlyCheck, step: CheckStep) -> None:
+        for i in step.live:
+            seen.append(step.verdicts[i].id)
+            if i % 2:
+                step.drop(i, f"{step.name}:odd")
+
+    CHECKS.register("code_only", drop_odd)
+    try:
+        verdicts, counts = run_checks(
+            [_row(i, "x") for i in range(4)], [CodeOnlyCheck(type="code_only")]
+        )
+    finally:
+        CHECKS.register("code_only", original)
+    assert seen == [f"{i:07d}" for i in range(4)]
+    assert [v.reason for v in verdicts] == [None, "code_only:odd", None, "code_only:odd"]
+    assert counts == {"code_only": {"seen": 4, "dropped": 2}}
+
+
+def test_an_unknown_check_kind_is_a_config_error() -> None:
+    class Odd(CodeOnlyCheck):
+        @property
+        def name(self) -> str:
+            return "odd"
+
+    check = Odd(type="code_only")
+    object.__setattr__(check, "type", "code_onl")
+    with pytest.raises(ConfigError, match="did you mean 'code_only'"):
+        run_checks([_row(0, "x")], [check])

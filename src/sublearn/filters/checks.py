@@ -15,17 +15,18 @@ so a report can show counts per reason and a reader can open any single decision
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from sublearn.config import Config
+from sublearn.filters.answers import check_think_answer
+from sublearn.filters.code import check_code_only
 from sublearn.judges.config import JudgeConfig
-
-if TYPE_CHECKING:
-    from sublearn.judges.protocol import Judge
+from sublearn.judges.protocol import Judge, JudgeRequest
+from sublearn.registry import Registry
 
 
 class CodeOnlyCheck(Config):
@@ -33,11 +34,21 @@ class CodeOnlyCheck(Config):
 
     type: Literal["code_only"] = Field(description="Check kind.")
 
+    @property
+    def name(self) -> str:
+        """The name of the check in verdicts and reports: its kind."""
+        return self.type
+
 
 class AnswerCheck(Config):
     """Keep replies in the think/answer layout whose value equals the prompt's reference."""
 
     type: Literal["answer"] = Field(description="Check kind.")
+
+    @property
+    def name(self) -> str:
+        """The name of the check in verdicts and reports: its kind."""
+        return self.type
 
 
 class JudgeCheck(Config):
@@ -85,6 +96,11 @@ class JudgeCheck(Config):
         """The reason a dropped row gets: ``judge:<rubric>``."""
         return f"judge:{self.rubric}"
 
+    @property
+    def name(self) -> str:
+        """``judge:<rubric>``: two judge checks of a chain differ by their rubric."""
+        return self.reason
+
 
 Check = Annotated[CodeOnlyCheck | AnswerCheck | JudgeCheck, Field(discriminator="type")]
 """Any check; YAML picks one with ``type:``."""
@@ -111,7 +127,42 @@ class RowVerdict:
 
 def check_name(check: CodeOnlyCheck | AnswerCheck | JudgeCheck) -> str:
     """The name of a check in verdicts and reports."""
-    return check.reason if isinstance(check, JudgeCheck) else check.type
+    return check.name
+
+
+@dataclass
+class CheckStep:
+    """One check's turn in the chain: what it sees and where it writes.
+
+    Attributes:
+        rows: every row of the chain.
+        verdicts: one per row; a check sets ``reason`` of the rows it drops and records
+            what it saw in ``details[name]``.
+        live: indices of the rows no earlier check dropped (the only ones to look at).
+        name: the check's name (:func:`check_name`).
+        tally: the check's counts: ``seen``, ``dropped`` and per reason.
+        references: the expected value per row id (``answer`` checks need it).
+        judge: the check's judge (None for checks that need none).
+    """
+
+    rows: Sequence[dict[str, Any]]
+    verdicts: list[RowVerdict]
+    live: list[int]
+    name: str
+    tally: dict[str, int]
+    references: dict[str, str]
+    judge: Judge | None = None
+
+    def drop(self, i: int, reason: str) -> None:
+        """Drop row ``i`` with ``reason`` and count it."""
+        self.verdicts[i].reason = reason
+        self.tally["dropped"] += 1
+
+
+CHECKS: Registry[Callable[[Any, CheckStep], None]] = Registry(
+    "check kind", expected="a check function (check, CheckStep) -> None"
+)
+"""``type`` -> the function that runs a check of that kind over a :class:`CheckStep`."""
 
 
 def run_checks(
@@ -125,7 +176,7 @@ def run_checks(
 
     Args:
         rows: ``{"id", "messages": [..., user, assistant]}`` records.
-        checks: the chain, in order.
+        checks: the chain, in order; each runs through its kind's entry of :data:`CHECKS`.
         references: the expected value per row id (``answer`` checks need it).
         judges: one judge per check (None for checks that need none).
 
@@ -136,49 +187,80 @@ def run_checks(
         ValueError: an ``answer`` check without a reference for a row, or a judge check
             without a judge.
     """
-    from sublearn.filters.answers import check_think_answer
-    from sublearn.filters.code import check_code_only
-    from sublearn.judges.protocol import JudgeRequest
-
     verdicts = [RowVerdict(str(r["id"])) for r in rows]
     counts: dict[str, dict[str, int]] = {}
     for index, check in enumerate(checks):
-        name = check_name(check)
         live = [i for i, v in enumerate(verdicts) if v.reason is None]
-        tally = counts.setdefault(name, {"seen": len(live), "dropped": 0})
-        if isinstance(check, JudgeCheck):
-            judge = judges[index] if index < len(judges) else None
-            if judge is None:
-                raise ValueError(f"check {name} has no judge")
-            requests = [JudgeRequest(question=_user(rows[i]), answer=_reply(rows[i])) for i in live]
-            for i, judgement in zip(live, judge.judge(requests, check.rubric), strict=True):
-                keep = _passes(check, judgement.score, judgement.probability, judgement.label)
-                verdicts[i].details[name] = {
-                    "score": judgement.score,
-                    "probability": judgement.probability,
-                    "label": judgement.label,
-                    "raw": judgement.raw,
-                }
-                if not keep:
-                    verdicts[i].reason = name
-                    tally["dropped"] += 1
-            continue
-        for i in live:
-            reply = _reply(rows[i])
-            if isinstance(check, CodeOnlyCheck):
-                ok, why = check_code_only(reply)
-            else:
-                reference = (references or {}).get(verdicts[i].id)
-                if reference is None:
-                    raise ValueError(f"row {verdicts[i].id}: the answer check needs a reference")
-                ok, why = check_think_answer(reply, reference)
-            verdicts[i].details[name] = why or "ok"
-            if not ok:
-                reason = f"{name}:{why}"
-                verdicts[i].reason = reason
-                tally["dropped"] += 1
-                tally[reason] = tally.get(reason, 0) + 1
+        step = CheckStep(
+            rows=rows,
+            verdicts=verdicts,
+            live=live,
+            name=check.name,
+            tally=counts.setdefault(check.name, {"seen": len(live), "dropped": 0}),
+            references=references or {},
+            judge=judges[index] if index < len(judges) else None,
+        )
+        CHECKS.get(check.type)(check, step)
     return verdicts, counts
+
+
+@CHECKS("judge")
+def run_judge_check(check: JudgeCheck, step: CheckStep) -> None:
+    """Ask the step's judge about every live row; drop those under the threshold.
+
+    Raises:
+        ValueError: the step has no judge.
+    """
+    if step.judge is None:
+        raise ValueError(f"check {step.name} has no judge")
+    rows = [step.rows[i] for i in step.live]
+    requests = [JudgeRequest(question=_user(r), answer=_reply(r)) for r in rows]
+    for i, judgement in zip(step.live, step.judge.judge(requests, check.rubric), strict=True):
+        step.verdicts[i].details[step.name] = {
+            "score": judgement.score,
+            "probability": judgement.probability,
+            "label": judgement.label,
+            "raw": judgement.raw,
+        }
+        if not _passes(check, judgement.score, judgement.probability, judgement.label):
+            step.drop(i, step.name)
+
+
+@CHECKS("code_only")
+def run_code_only_check(check: CodeOnlyCheck, step: CheckStep) -> None:
+    """Drop live rows whose reply is not code alone (reason ``code_only:<why>``)."""
+    del check  # a code-only check has no settings
+    _row_by_row(step, lambda i: check_code_only(_reply(step.rows[i])))
+
+
+@CHECKS("answer")
+def run_answer_check(check: AnswerCheck, step: CheckStep) -> None:
+    """Drop live rows without the think/answer layout and the reference value.
+
+    Raises:
+        ValueError: a live row has no reference.
+    """
+    del check  # an answer check has no settings
+
+    def one(i: int) -> tuple[bool, str | None]:
+        row_id = step.verdicts[i].id
+        reference = step.references.get(row_id)
+        if reference is None:
+            raise ValueError(f"row {row_id}: the answer check needs a reference")
+        return check_think_answer(_reply(step.rows[i]), reference)
+
+    _row_by_row(step, one)
+
+
+def _row_by_row(step: CheckStep, decide: Callable[[int], tuple[bool, str | None]]) -> None:
+    """Run a rule check (``decide(i) -> (ok, why)``) over the live rows, counting reasons."""
+    for i in step.live:
+        ok, why = decide(i)
+        step.verdicts[i].details[step.name] = why or "ok"
+        if not ok:
+            reason = f"{step.name}:{why}"
+            step.drop(i, reason)
+            step.tally[reason] = step.tally.get(reason, 0) + 1
 
 
 def with_checks(
