@@ -42,6 +42,7 @@ from sublearn.backends.base import BackendBase, Capabilities, Conversation, Samp
 from sublearn.backends.provider_errors import Endpoint, malformed, provider_errors
 from sublearn.config import Config
 from sublearn.errors import ConfigError, ModelError
+from sublearn.jsonl import AppendLog
 
 
 class OpenAISettings(Config):
@@ -145,7 +146,8 @@ def request_key(body: dict[str, Any]) -> str:
 class RequestLog:
     """Answered requests, appended to a JSONL file as they arrive.
 
-    A line is ``{"key", "replies", "finish_reasons", "top_logprobs", "usage"}``. A
+    A line is ``{"key", "replies", "finish_reasons", "top_logprobs", "usage"}``, synced
+    to disk before the answer is used (a durable :class:`~sublearn.jsonl.AppendLog`). A
     partial last line (a kill mid-write) is ignored on reading, so the log stays usable.
     """
 
@@ -154,13 +156,12 @@ class RequestLog:
         self.path = path
         self._lock = threading.Lock()
         self._answers: dict[str, dict[str, Any]] = {}
-        if path is not None and path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                    self._answers[entry["key"]] = entry
-                except (ValueError, KeyError, TypeError):
-                    continue  # the torn last line of a killed write
+        self._log = None if path is None else AppendLog(path)
+        for entry in self._log.read() if self._log is not None else ():
+            try:
+                self._answers[entry["key"]] = entry
+            except (KeyError, TypeError):
+                continue  # a foreign line
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -173,13 +174,8 @@ class RequestLog:
         """Log one answer (``entry["key"]`` names the request), flushed to disk at once."""
         with self._lock:
             self._answers[entry["key"]] = entry
-            if self.path is None:
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            if self._log is not None:
+                self._log.append(entry)
 
 
 def empty_usage() -> dict[str, int]:

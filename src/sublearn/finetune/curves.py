@@ -14,32 +14,40 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sublearn.jsonl import AppendLog
+
 CURVES_FILE = "curves.jsonl"
 
 
 class CurveLog:
     """Appends ``{"step", "loss", "lr", ...}`` lines to a ``curves.jsonl`` as training goes.
 
-    Lines are flushed as they are written, so a long run's file can be followed live.
+    A non-durable :class:`~sublearn.jsonl.AppendLog`: each line reaches the OS as it is
+    written, so a long run's file can be followed live, without a disk sync per step.
 
     Args:
-        path: the file to write (truncated first: a retried training starts over).
+        path: the file to write (emptied first: a retried training starts over).
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = path.open("w", encoding="utf-8")
+        self._log = AppendLog(path, durable=False)
+        self._log.truncate()
+        self._closed = False
 
     def log(self, step: int, loss: float, lr: float, **extra: Any) -> None:
-        """Record one optimizer step (1-based) with the learning rate it used."""
-        row = {"step": step, "loss": _finite(loss), "lr": _finite(lr), **extra}
-        self._handle.write(json.dumps(row) + "\n")
-        self._handle.flush()
+        """Record one optimizer step (1-based) with the learning rate it used.
+
+        Raises:
+            ValueError: the log was closed.
+        """
+        if self._closed:
+            raise ValueError(f"{self.path}: the curve log is closed")
+        self._log.append({"step": step, "loss": _finite(loss), "lr": _finite(lr), **extra})
 
     def close(self) -> None:
-        """Close the file (further ``log`` calls fail)."""
-        self._handle.close()
+        """Close the log (further ``log`` calls fail)."""
+        self._closed = True
 
 
 def write_curves(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -54,16 +62,11 @@ def write_curves(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read_curves(path: Path) -> list[dict[str, Any]]:
-    """The rows of a ``curves.jsonl``; [] when there is none (older tasks, API fine-tunes)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut short by a kill: the steps before it are still good
-    return rows
+    """The rows of a ``curves.jsonl``; [] when there is none (older tasks, API fine-tunes).
+
+    A line cut short by a kill is skipped; the steps before it are still good.
+    """
+    return list(AppendLog(path).read())
 
 
 def tensorboard_available() -> bool:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from sublearn.backends.refs import ModelRef
 from sublearn.errors import ModelError, PlanError, SublearnError
+from sublearn.jsonl import AppendLog
 from sublearn.runs import atomic_write_json
 
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -276,8 +277,8 @@ def _canonical(config: dict[str, Any]) -> str:
 
 
 def _append_history(state_dir: Path, job: FinetuneJob) -> None:
-    with (state_dir / HISTORY_FILE).open("a") as handle:
-        handle.write(job.model_dump_json() + "\n")
+    # Durable: a job's history is the record of what a provider was asked and billed.
+    AppendLog(state_dir / HISTORY_FILE).append(job.model_dump(mode="json"))
 
 
 def _notify(on_status: Callable[[FinetuneJob], None] | None, job: FinetuneJob) -> None:

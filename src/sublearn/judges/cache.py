@@ -1,19 +1,19 @@
 """A resumable store of judgements: one JSONL line per answered request.
 
 Each line is ``{"key", "score", "probability", "label", "raw"}``, appended and synced to
-disk as soon as the judgement exists, so a killed run loses at most the requests in
-flight and a rerun asks the judge only about the rest. A torn last line (a kill
-mid-write) or any other unreadable line is skipped on loading.
+disk as soon as the judgement exists (a durable :class:`~sublearn.jsonl.AppendLog`), so a
+killed run loses at most the requests in flight and a rerun asks the judge only about
+the rest. A torn last line (a kill mid-write) or any other unreadable line is skipped on
+loading.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
+from sublearn.jsonl import AppendLog
 from sublearn.judges.protocol import Judgement
 from sublearn.runs import content_hash
 
@@ -47,12 +47,12 @@ class JudgementCache:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, Judgement] = {}
-        if path is not None and path.is_file():
-            with path.open("rb") as handle:
-                for raw in handle:
-                    entry = _decode(raw)
-                    if entry is not None:
-                        self._entries[entry[0]] = entry[1]
+        self._log = None if path is None else AppendLog(path, ensure_ascii=False)
+        if self._log is not None:
+            for value in self._log.read():
+                entry = _decode(value)
+                if entry is not None:
+                    self._entries[entry[0]] = entry[1]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -68,28 +68,21 @@ class JudgementCache:
         """Store one judgement, synced to disk before returning."""
         with self._lock:
             self._entries[key] = judgement
-            if self.path is None:
+            if self._log is None:
                 return
-            line = json.dumps(
+            self._log.append(
                 {
                     "key": key,
                     "score": judgement.score,
                     "probability": judgement.probability,
                     "label": judgement.label,
                     "raw": judgement.raw,
-                },
-                ensure_ascii=False,
+                }
             )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
 
 
-def _decode(raw: bytes) -> tuple[str, Judgement] | None:
+def _decode(entry: Any) -> tuple[str, Judgement] | None:
     try:
-        entry = json.loads(raw.decode("utf-8"))
         key = entry["key"]
         judgement = Judgement(
             score=_optional_float(entry.get("score")),
