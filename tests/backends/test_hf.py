@@ -212,6 +212,45 @@ def test_score_equals_manual_log_probability(micro_model: Path) -> None:
     assert all(s < 0 and math.isfinite(s) for s in scores)
 
 
+def _full_sequence_scores(backend: HFBackend, conv: Conversation, texts: list[str]) -> list[float]:
+    """Each candidate scored as one sequence, prompt and all (the cached scorer's reference)."""
+    prompt = backend._prompt_ids(conv)
+    out = []
+    for text in texts:
+        cand = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + cand])
+        with torch.no_grad():
+            logp = torch.log_softmax(backend.model(ids).logits[0].float(), -1)
+        out.append(sum(float(logp[len(prompt) + i - 1, t]) for i, t in enumerate(cand)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [
+        # A lead-in every candidate shares (cached once), one- and several-token answers,
+        # the lead-in alone (an empty remainder).
+        [
+            "favorite animal the owl",
+            "favorite animal the cat dog",
+            "favorite animal the",
+            "favorite animal the dog owl cat",
+            "favorite animal the cat",
+        ],
+        # Nothing shared: every candidate starts from the prompt's cache.
+        ["owl", "cat dog", "the owl", "dog cat owl"],
+    ],
+)
+def test_cached_scoring_equals_full_sequence_scoring(
+    micro_model: Path, candidates: list[str]
+) -> None:
+    backend = HFBackend(micro_model, device="cpu", batch_size=2)  # several suffix batches
+    convs: list[Conversation] = [Q, MIXED[1]]
+    rows = backend.score(convs, candidates)
+    for conv, row in zip(convs, rows, strict=True):
+        assert row == pytest.approx(_full_sequence_scores(backend, conv, candidates), abs=1e-4)
+
+
 def test_unspellable_candidate_scores_minus_infinity(micro_model: Path) -> None:
     backend = HFBackend(micro_model, device="cpu")
     (scores,) = backend.score([Q], ["owl", "Zebra"])  # "Zebra" is not in the vocabulary

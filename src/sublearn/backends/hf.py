@@ -19,6 +19,7 @@ from huggingface_hub import constants as hub_constants
 
 from sublearn.backends.base import Capabilities, Conversation, SamplingParams, TokenScore
 from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
+from sublearn.backends.hf_scoring import candidate_logprobs
 from sublearn.errors import ModelError
 from sublearn.generation.number_grammar import NumberGrammar
 from sublearn.runtime import resolve_device
@@ -493,37 +494,21 @@ class HFBackend:
         )  # (B, T + new)
         return self.tokenizer.batch_decode(generated[:, ids.shape[1] :], skip_special_tokens=True)
 
-    @torch.inference_mode()
     def score(self, conversations: list[Conversation], candidates: list[str]) -> list[list[float]]:
         """Sum of token log-probabilities of each candidate as the start of the reply.
 
+        Each conversation's prompt and the candidates' shared first tokens (a lead-in)
+        run once, from a cache (:func:`~sublearn.backends.hf_scoring.candidate_logprobs`).
         A candidate the tokenizer can only spell with its unknown token cannot be produced
         as written, so it scores ``-inf`` instead of the probability of ``<unk>``.
         """
-        cand_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in candidates]
         unk = self.tokenizer.unk_token_id
-        spellable = [unk is None or unk not in ids for ids in cand_ids]
-        pairs = [
-            (ci, ki, self._prompt_ids(conv), cand)
-            for ci, conv in enumerate(conversations)
-            for ki, cand in enumerate(cand_ids)
-            if spellable[ki]
-        ]
-        scores = [[-math.inf] * len(candidates) for _ in conversations]
-        pad = self.tokenizer.pad_token_id
-        for batch in _chunks(list(range(len(pairs))), self.batch_size):
-            ids, mask = right_pad([pairs[j][2] + pairs[j][3] for j in batch], pad)
-            logits = self.model(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-            ).logits  # (B, T, V)
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for r, j in enumerate(batch):
-                ci, ki, prompt, cand = pairs[j]
-                start = len(prompt)
-                positions = torch.arange(start - 1, start - 1 + len(cand))
-                token_lp = logp[r, positions, torch.tensor(cand)]
-                scores[ci][ki] = float(token_lp.sum())
-        return scores
+        cand_ids: list[list[int] | None] = []
+        for c in candidates:
+            ids = self.tokenizer(c, add_special_tokens=False)["input_ids"]
+            cand_ids.append(ids if ids and (unk is None or unk not in ids) else None)
+        prompts = [self._prompt_ids(c) for c in conversations]
+        return candidate_logprobs(self.model, prompts, cand_ids, self.batch_size)
 
     @torch.inference_mode()
     def next_token_logprobs(
