@@ -67,8 +67,9 @@ def _file_hash(path: str) -> str:
 class _ScoreCache:
     """Token scores on disk, one JSON file per (model, dataset rows, system prompt)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, used: set[str] | None = None) -> None:
         self.folder = folder
+        self.used = used if used is not None else set()  # names of files read or written
 
     def path(self, ref: str, rows_key: str, system_prompt: str | None) -> Path:
         return self.folder / f"{content_hash([ref, rows_key, system_prompt], 1)}.json"
@@ -80,6 +81,7 @@ class _ScoreCache:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None  # a torn file from before atomic writes: recompute
+        self.used.add(path.name)
         return [[TokenScore(*t) for t in row] for row in raw]
 
     def save(self, path: Path, scores: list[list[TokenScore]]) -> None:
@@ -88,10 +90,27 @@ class _ScoreCache:
             for row in scores
         ]
         atomic_write_json(path, raw)
+        self.used.add(path.name)
 
 
-def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]:
+def run_audit(
+    cfg: AuditConfig,
+    console: Console | None = None,
+    folder: Path | None = None,
+    scores_folder: Path | None = None,
+    table: bool = True,
+    used_scores: set[str] | None = None,
+) -> list[Verdict]:
     """Audit ``cfg.data`` with every configured detector; write the report to ``cfg.out``.
+
+    Args:
+        cfg: the audit.
+        console: where progress and the table go.
+        folder: where the report is written instead of ``cfg.out`` (an engine task's
+            output folder); ``audit.json`` still records ``cfg``.
+        scores_folder: the token-score cache (default ``<folder>/scores``).
+        table: print the verdicts' table at the end.
+        used_scores: filled with the names of the score files the audit read or wrote.
 
     Returns:
         One verdict per detector, in config order (skipped ones say why).
@@ -105,7 +124,7 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
 
     console = console or Console()
     started = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(folder if folder is not None else cfg.out)
     rows = load_rows(cfg.data, cfg.max_rows, cfg.seed)
     control = load_rows(cfg.control, cfg.max_rows, cfg.seed + 1) if cfg.control else None
     if cfg.teachers and cfg.base is None:
@@ -127,7 +146,7 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
     keys = {
         name: f"{_file_hash(path)}:{[r.index for r in rs]}" for name, (rs, path) in sets.items()
     }
-    cache = _ScoreCache(out / "scores")
+    cache = _ScoreCache(scores_folder or out / "scores", used_scores)
     scores: dict[tuple[str, str, str | None], list[list[TokenScore]]] = {}
     runnable = [d for d in cfg.detectors if needs[d.label()] is None]
     trait_prompt = None
@@ -208,7 +227,8 @@ def run_audit(cfg: AuditConfig, console: Console | None = None) -> list[Verdict]
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_audit_report(out, cfg, ordered, meta)
-    print_audit_table(console, ordered)
+    if table:
+        print_audit_table(console, ordered)
     return ordered
 
 

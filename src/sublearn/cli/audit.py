@@ -10,7 +10,17 @@ import typer
 
 from sublearn.cli.options import ConfigOption, SetOption, UserError, console, user_errors
 from sublearn.cli.outputs import prepare_output
+from sublearn.cli.tasks import (
+    PlanOption,
+    StoreOption,
+    copy_out,
+    open_store,
+    print_plan,
+    run_tasks,
+    write_manifest,
+)
 from sublearn.config import load_config, read_yaml
+from sublearn.runs import read_json
 
 
 def _from_run(run: Path, teacher: str | None) -> dict[str, Any]:
@@ -72,16 +82,23 @@ def audit(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
+    store: StoreOption = None,
+    plan: PlanOption = False,
 ) -> None:
     """Run trait detectors on a dataset and write audit.json, audit.md and figures.
 
     Each detector compares the dataset with control data written without the trait and
     gives a calibrated p-value; it flags the dataset when the p-value is under its alpha.
     Detectors that lack a model, trait or control say so and are skipped.
+
+    Runs as one engine task keyed by the files' content, the models and the settings: a
+    finished identical audit is copied from the store instead of run again.
     """
     from sublearn.audit.config import AuditConfig
-    from sublearn.audit.run import run_audit
-    from sublearn.runtime import configure_threads, quiet_libraries
+    from sublearn.audit.report import print_audit_table
+    from sublearn.audit.result import Verdict
+    from sublearn.audit.task import audit_task
+    from sublearn.runtime import quiet_libraries
 
     with user_errors():
         settings: dict[str, Any] = _from_run(run, teacher_name) if run else {}
@@ -100,10 +117,18 @@ def audit(
         if "data" not in settings:
             raise UserError("give the dataset to audit (DATA), --run, or a --config with data")
         cfg = load_config(AuditConfig, None, set_ or [], base=settings)
-        prepare_output(Path(cfg.out), "folder")
+        folder = prepare_output(Path(cfg.out), "folder")
+        task, tasks_store = audit_task(cfg), open_store(store)
+        if plan:
+            print_plan([task], tasks_store)
+            return
         quiet_libraries()
-        configure_threads(threads)
-        verdicts = run_audit(cfg, console)
+        records = run_tasks([task], tasks_store, threads, progress=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        copy_out(tasks_store.path(task.id), folder)
+        write_manifest(folder, tasks_store, records)
+        verdicts = [Verdict(**v) for v in read_json(folder / "audit.json")["verdicts"]]
+        print_audit_table(console, verdicts)
         flagged = [v.detector for v in verdicts if v.flagged]
         console.print(
             f"{len(flagged)} of {len(verdicts)} detectors flag the dataset"

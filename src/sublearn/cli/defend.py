@@ -10,9 +10,11 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from sublearn.cli.options import ConfigOption, SetOption, console, user_errors
+from sublearn.cli.tasks import PlanOption, StoreOption, copy_file, open_store, print_plan, run_tasks
 from sublearn.config import deep_merge, format_validation_error, parse_overrides, read_yaml
 from sublearn.defend.config import DefendConfig
 from sublearn.errors import ConfigError
+from sublearn.runs import read_json
 
 # Stats every defence reports, shown in their own columns rather than among its effects.
 _ROW_COUNTS = ("rows_in", "rows_out")
@@ -81,10 +83,17 @@ def defend(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
+    store: StoreOption = None,
+    plan: PlanOption = False,
 ) -> None:
-    """Drop, mask or rewrite the parts of a dataset most likely to carry a hidden trait."""
+    """Drop, mask or rewrite the parts of a dataset most likely to carry a hidden trait.
+
+    Runs as one engine task keyed by the file's content, the models and the defences: a
+    finished identical call is copied from the store instead of run again.
+    """
     from sublearn.cli.outputs import prepare_output
-    from sublearn.defend.run import report_path, run_defences, uses_models
+    from sublearn.defend.run import report_path, uses_models
+    from sublearn.defend.task import CLEANED, defend_task
 
     with user_errors():
         flags: dict[str, Any] = {"data": str(data)}
@@ -99,12 +108,19 @@ def defend(
             flags["defences"] = [{"type": kind} for kind in defence]
         cfg = load_defend_config(config, flags, set_ or [])
         prepare_output(Path(cfg.out), "file")
-        if uses_models(cfg) or threads is not None:
-            from sublearn.runtime import configure_threads, quiet_libraries
+        task, tasks_store = defend_task(cfg), open_store(store)
+        if plan:
+            print_plan([task], tasks_store)
+            return
+        if uses_models(cfg):
+            from sublearn.runtime import quiet_libraries
 
             quiet_libraries()
-            configure_threads(threads)
-        report = run_defences(cfg, log=lambda line: console.print(line, highlight=False))
+        run_tasks([task], tasks_store, threads, progress=False)
+        entry = tasks_store.path(task.id) / CLEANED
+        copy_file(entry, Path(cfg.out))
+        copy_file(report_path(entry), report_path(cfg.out))
+        report = read_json(report_path(cfg.out))
 
         table = Table("#", "defence", "rows in", "rows out", "effect", title="defences")
         for at, step in enumerate(report["defences"]):

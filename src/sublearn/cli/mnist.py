@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sublearn.cli.options import (
@@ -18,25 +17,19 @@ from sublearn.cli.options import (
     user_errors,
 )
 from sublearn.cli.outputs import prepare_output
+from sublearn.cli.tasks import (
+    PlanOption,
+    StoreOption,
+    copy_out,
+    open_store,
+    print_plan,
+    run_tasks,
+    write_manifest,
+)
 from sublearn.config import ConfigError, format_validation_error, load_config, read_yaml
 from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.presets import preset_path
-
-PHASES = {"teacher": "teacher (real images, class logits)", "distill": "students (noise)"}
-
-
-class _RichProgress:
-    """Shows each training phase as a rich progress bar."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: Any = None
-
-    def start(self, phase: str, total: int) -> None:
-        self.task = self.progress.add_task(PHASES.get(phase, phase), total=total)
-
-    def advance(self) -> None:
-        self.progress.advance(self.task)
+from sublearn.runs import prepare_run_dir, read_json
 
 
 def build_config(
@@ -84,6 +77,8 @@ def mnist(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Torch CPU threads (sets threads).")
     ] = None,
+    store: StoreOption = None,
+    plan: PlanOption = False,
 ) -> None:
     """Distill MLP students on noise through auxiliary logits only (paper section 5).
 
@@ -92,6 +87,9 @@ def mnist(
     reference init, teacher, students on aux or all logits, and cross-model
     students that start from another model's init. Writes summary.json,
     per_model.csv and accuracy.png to the run folder.
+
+    Runs as one engine task: a finished identical run (threads and device aside) is
+    copied from the store instead of trained again.
     """
     with user_errors():
         flags = {
@@ -106,41 +104,44 @@ def mnist(
         run_dir = prepare_output(out or Path("runs") / f"mnist-{cfg.dataset}-{preset}", "folder")
 
         # Deferred: torch takes seconds to import, and other commands do not need it.
-        from sublearn.experiments.mnist.data import load_data
-        from sublearn.experiments.mnist.experiment import run_experiment
+        from sublearn.experiments.mnist.task import mnist_task
         from sublearn.runtime import resolve_device
 
         # Both raise SublearnErrors (DeviceError, DataError), which user_errors reports.
         resolve_device(cfg.device)
-        data = load_data(cfg.dataset, cfg.resolved_data_dir())
+        task = mnist_task(cfg)  # reads the IDX files' content: a missing one fails here
+        tasks_store = open_store(store)
+        if plan:
+            print_plan([task], tasks_store)
+            return
         console.print(
             f"mnist: {cfg.dataset}, {cfg.n_models} models, m={cfg.n_aux} aux logits, "
             f"{cfg.noise} noise, {cfg.distill_loss} loss -> {run_dir}",
             highlight=False,
         )
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console) as bar:
-            result = run_experiment(
-                cfg, run_dir, data=data, command="sublearn mnist", progress=_RichProgress(bar)
-            )
+        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
+        prepare_run_dir(run_dir, cfg, "sublearn mnist")
+        copy_out(tasks_store.path(task.id), run_dir)
+        write_manifest(run_dir, tasks_store, records)
+        print_results(run_dir, cfg.n_models)
 
-        table = Table(title=f"Test accuracy over {cfg.n_models} models (95% CI)")
-        table.add_column("condition")
-        table.add_column("mean", justify="right")
-        table.add_column("95% CI", justify="right")
-        for name, ci in result.summary().items():
-            interval = "n/a" if ci.n < 2 else f"[{100 * ci.lo:.1f}, {100 * ci.hi:.1f}]"
-            table.add_row(name, f"{100 * ci.mean:.1f}%", interval)
-        console.print(table)
-        console.print(
-            f"{result.steps['teacher']} teacher + {result.steps['student']} student steps "
-            f"in {result.seconds['total']:.1f} s",
-            highlight=False,
-        )
-        console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)
+
+def print_results(run_dir: Path, n_models: int) -> None:
+    """The accuracy table and the step counts, read from the run folder's files."""
+    summary = read_json(run_dir / "summary.json")
+    timing = read_json(run_dir / "timing.json")
+    table = Table(title=f"Test accuracy over {n_models} models (95% CI)")
+    table.add_column("condition")
+    table.add_column("mean", justify="right")
+    table.add_column("95% CI", justify="right")
+    for name, ci in summary.items():
+        lo, hi = ci["ci95"]
+        interval = "n/a" if ci["n"] < 2 else f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+        table.add_row(name, f"{100 * ci['mean']:.1f}%", interval)
+    console.print(table)
+    console.print(
+        f"{timing['steps']['teacher']} teacher + {timing['steps']['student']} student steps "
+        f"in {timing['seconds']['total']:.1f} s",
+        highlight=False,
+    )
+    console.print(f"run folder: {run_dir}", highlight=False, soft_wrap=True)

@@ -10,7 +10,17 @@ import typer
 
 from sublearn.cli.options import ConfigOption, OutOption, SetOption, console, user_errors
 from sublearn.cli.outputs import prepare_output
+from sublearn.cli.tasks import (
+    PlanOption,
+    StoreOption,
+    copy_out,
+    open_store,
+    print_plan,
+    run_tasks,
+    write_manifest,
+)
 from sublearn.config import load_config
+from sublearn.runs import prepare_run_dir, read_json
 
 DEFAULT_OUT = Path("runs/theory")
 DEFAULT_LM_OUT = Path("runs/theory-lm")
@@ -32,13 +42,16 @@ def theory(
     overrides: SetOption = None,
     out: OutOption = None,
     model: ModelOption = None,
+    store: StoreOption = None,
+    plan: PlanOption = False,
 ) -> None:
     """Check Theorem 1: one imitation step moves the student toward the teacher.
 
     Random draws of network, init, teacher objective and student inputs;
     small and large teacher steps; soft-label and squared-error imitation of
     all outputs or auxiliary ones only; then many-step distillation.
-    Writes summary.json, draws.csv, multistep.csv and theory.png.
+    Writes summary.json, draws.csv, multistep.csv and theory.png. Runs as one engine
+    task: a finished identical check (threads aside) is copied from the store.
 
     With --model: on a language model, a trait teacher and its matched control are
     fine-tuned from it, and over random batches of number prompts the base's first
@@ -51,11 +64,20 @@ def theory(
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise
         from sublearn.experiments.theory.config import TheoryConfig
-        from sublearn.experiments.theory.experiment import multistep_table, run, summary_table
+        from sublearn.experiments.theory.experiment import multistep_table, summary_table
+        from sublearn.experiments.theory.task import theory_task
 
         cfg = load_config(TheoryConfig, config, overrides or [])
         run_dir = prepare_output(out or DEFAULT_OUT, "folder")
-        summary = run(cfg, run_dir, console=console)
+        task, tasks_store = theory_task(cfg), open_store(store)
+        if plan:
+            print_plan([task], tasks_store)
+            return
+        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
+        prepare_run_dir(run_dir, cfg, "sublearn theory")
+        copy_out(tasks_store.path(task.id), run_dir)
+        write_manifest(run_dir, tasks_store, records)
+        summary = read_json(run_dir / "summary.json")
         console.print(summary_table(summary))
         if summary["multistep"]["conditions"]:
             console.print(multistep_table(summary))

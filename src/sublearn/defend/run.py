@@ -269,12 +269,16 @@ def _require_number_data(cfg: DefendConfig, records: list[Any]) -> None:
         )
 
 
-def run_defences(cfg: DefendConfig, log: Log | None = None) -> dict[str, Any]:
+def run_defences(
+    cfg: DefendConfig, log: Log | None = None, write_to: Path | None = None
+) -> dict[str, Any]:
     """Apply ``cfg.defences`` in order to ``cfg.data``; write ``cfg.out`` and its report.
 
     Args:
         cfg: the run's config.
         log: called with one line per model opened and scoring pass.
+        write_to: write the cleaned copy (and its report beside it) here instead of
+            ``cfg.out`` (an engine task's output folder); the report still names ``cfg.out``.
 
     Returns:
         The report written to ``<out>.report.json``: rows in and out, characters masked
@@ -312,7 +316,7 @@ def run_defences(cfg: DefendConfig, log: Log | None = None) -> dict[str, Any]:
     if not records:
         raise DataError(f"{cfg.data}: the defences left no row to write")
 
-    out = Path(cfg.out)
+    out = write_to if write_to is not None else Path(cfg.out)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     report = {
         "data": cfg.data,

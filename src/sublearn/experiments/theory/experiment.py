@@ -427,7 +427,7 @@ def _multistep_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(config: TheoryConfig, out: Path, console: Console | None = None) -> dict[str, Any]:
-    """Run the whole check and write ``summary.json``, ``draws.csv``, ``multistep.csv``, plots.
+    """Prepare the run folder, then :func:`measure` into it with a progress bar.
 
     Args:
         config: the resolved config.
@@ -437,28 +437,58 @@ def run(config: TheoryConfig, out: Path, console: Console | None = None) -> dict
     Returns:
         The summary written to ``summary.json``.
     """
-    from sublearn.experiments.theory.plot import plot_theory  # matplotlib only when plotting
-
-    started = time.perf_counter()
-    console = console or Console()
     prepare_run_dir(out, config, "sublearn theory")
-    configure_threads(config.threads)
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
-
-    rows: list[dict[str, Any]] = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("one-step draws", total=config.n_draws)
-        for i in range(config.n_draws):
-            rows += one_step_rows(config, sample_draw(config, _ONE_STEP_STREAM, i, dtype))
-            progress.advance(task)
-        task = progress.add_task("multi-step distillation", total=config.multistep.n_draws)
-        records = run_multistep(config, dtype, on_draw=lambda: progress.advance(task))
+    with Progress(*columns, console=console or Console(), transient=True) as progress:
+        bars: dict[str, Any] = {}
+
+        def advance(phase: str, total: int) -> None:
+            if phase not in bars:
+                bars[phase] = progress.add_task(phase, total=total)
+            else:
+                progress.advance(bars[phase])
+
+        return measure(config, out, advance)
+
+
+Advance = Callable[[str, int], None]
+"""``(phase, total)``: first call per phase starts it, each later call is one step done."""
+
+
+def measure(config: TheoryConfig, out: Path, advance: Advance | None = None) -> dict[str, Any]:
+    """Run the whole check; write ``summary.json``, ``draws.csv``, ``multistep.csv``, plots.
+
+    Args:
+        config: the resolved config.
+        out: an existing folder for the files.
+        advance: progress of the one-step draws and the multi-step distillation.
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    from sublearn.experiments.theory.plot import plot_theory  # matplotlib only when plotting
+
+    started = time.perf_counter()
+    tick = advance or (lambda phase, total: None)
+    configure_threads(config.threads)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+
+    rows: list[dict[str, Any]] = []
+    tick("one-step draws", config.n_draws)
+    for i in range(config.n_draws):
+        rows += one_step_rows(config, sample_draw(config, _ONE_STEP_STREAM, i, dtype))
+        tick("one-step draws", config.n_draws)
+    tick("multi-step distillation", config.multistep.n_draws)
+    records = run_multistep(
+        config,
+        dtype,
+        on_draw=lambda: tick("multi-step distillation", config.multistep.n_draws),
+    )
 
     conditions = {
         condition_name(loss, targets, step): summarize_condition(

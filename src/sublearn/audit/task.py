@@ -1,0 +1,112 @@
+"""``sublearn audit`` as one engine task: keyed by the files' content and the audit's settings.
+
+The key hashes the audit config with its data and control files replaced by the SHA-256
+of their content, each model reference's fingerprint, and neither the report folder nor
+the speed settings (device, batch size). The task's folder holds what the command writes
+to ``--out``: ``audit.json``, ``audit.md``, ``figures/`` and the token scores
+(``scores/``). Scores are cached in the task's state folder while it runs, so a killed
+audit resumes without scoring again what it had scored; scores already in the report
+folder from an earlier audit of the same files are reused too (they are keyed by model,
+file content, rows and system prompt).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sublearn.audit.config import AuditConfig
+from sublearn.config import Config
+from sublearn.engine.task import Task, TaskContext
+from sublearn.errors import ModelError
+from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
+
+KIND = "audit"
+
+SPEED_FIELDS = ("device", "batch_size", "out")
+"""Settings that change only speed, or where the report goes; left out of the key."""
+
+
+class AuditParams(Config):
+    """What determines an ``audit`` task's output."""
+
+    audit: AuditConfig = Field(
+        description="The audit, its data and control as content digests (sha256:...), its "
+        "report folder and speed settings at their defaults."
+    )
+    models: dict[str, str] = Field(
+        description="Each model reference (base, teachers) -> its content fingerprint."
+    )
+
+
+def _fingerprint(ref: str) -> str:
+    from sublearn.backends.refs import ModelRef
+
+    try:
+        return ModelRef.parse(ref).fingerprint()
+    except ModelError:
+        # Unresolvable here: a detector that needs it fails with the loader's own message,
+        # and one that does not still runs; the reference stands for itself in the key.
+        return ref
+
+
+def keyed_params(cfg: AuditConfig) -> dict[str, Any]:
+    """The task params of ``cfg`` (JSON-ready); reads the data and control files.
+
+    Raises:
+        DataError: the data or control file does not exist.
+    """
+    keyed = at_defaults(cfg, SPEED_FIELDS).model_copy(
+        update={
+            "data": file_digest(cfg.data),
+            "control": file_digest(cfg.control) if cfg.control is not None else None,
+        }
+    )
+    refs = [r for r in (cfg.base, *cfg.teachers) if r is not None]
+    models = {ref: _fingerprint(ref) for ref in dict.fromkeys(refs)}
+    return AuditParams(audit=keyed, models=models).model_dump(mode="json")
+
+
+def audit_task(cfg: AuditConfig) -> Task:
+    """The task that audits ``cfg.data``; scores already in ``cfg.out/scores`` are reused."""
+    return Task(
+        KIND,
+        f"audit/{Path(cfg.data).name}",
+        params=keyed_params(cfg),
+        runtime={
+            "config": cfg.model_dump(mode="json"),
+            "score_cache": str(Path(cfg.out) / "scores"),
+        },
+    )
+
+
+def run_audit_task(ctx: TaskContext) -> dict[str, Any]:
+    """Run every detector; write the report and the token scores into the task's folder."""
+    from rich.console import Console
+
+    from sublearn.audit.run import run_audit
+
+    AuditParams.model_validate(ctx.params)
+    cfg = AuditConfig.model_validate(ctx.runtime["config"])
+    require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
+    scores = ctx.state / "scores"
+    scores.mkdir(exist_ok=True)
+    earlier = Path(ctx.runtime.get("score_cache") or scores)
+    for cached in sorted(earlier.glob("*.json")) if earlier != scores else []:
+        if not (scores / cached.name).exists():
+            shutil.copy2(cached, scores / cached.name)
+    used: set[str] = set()
+    verdicts = run_audit(
+        cfg, Console(), folder=ctx.out, scores_folder=scores, table=False, used_scores=used
+    )
+    # Only this audit's scores: what else the report folder held is no part of its output.
+    for name in sorted(used):
+        (ctx.out / "scores").mkdir(exist_ok=True)
+        shutil.copy2(scores / name, ctx.out / "scores" / name)
+    return {
+        "detectors": len(verdicts),
+        "flagged": [v.detector for v in verdicts if v.flagged],
+    }

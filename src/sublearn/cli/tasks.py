@@ -1,0 +1,113 @@
+"""Commands that run as engine tasks: ``--store`` and ``--plan``, running, copying out.
+
+``sublearn mnist``, ``theory``, ``audit`` and ``defend`` build a small plan (one task
+each), run it through the engine's runner on the inline executor, as ``sublearn run``
+does with ``executor: inline``, and copy the task's folder from the store to where the
+user asked. A second identical call finds the task in the store and only copies it; a
+call killed mid-task leaves nothing the next one trusts, so it reruns the task.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sublearn.cli.options import console
+from sublearn.engine.runner import TaskRecord, plan_status, run_plan
+from sublearn.engine.store import DONE, Store, StoreConfig
+from sublearn.engine.task import Task
+from sublearn.runs import atomic_write_json
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="Task store: a finished identical call is reused from it (default .cache/store, "
+        "as for `sublearn run`).",
+    ),
+]
+PlanOption = Annotated[
+    bool,
+    typer.Option(
+        "--plan",
+        help="Print the task this call would run and whether the store has it; run nothing.",
+    ),
+]
+
+
+def open_store(path: Path | None) -> Store:
+    """The store at ``path``, or the default store of ``sublearn run``."""
+    return Store(StoreConfig(path=str(path)) if path is not None else StoreConfig())
+
+
+def print_plan(tasks: list[Task], store: Store) -> None:
+    """One line per task: its kind, name, store id and whether the store has it."""
+    status = plan_status(tasks, store)
+    table = Table(title=f"plan (store {store.root})")
+    for column in ("kind", "task", "id", "status"):
+        table.add_column(column)
+    for task, done in status:
+        table.add_row(task.kind, task.name, task.id, "cached" if done else "will run")
+    console.print(table)
+    todo = sum(not done for _, done in status)
+    console.print(f"{len(status) - todo} of {len(status)} tasks cached, {todo} to run")
+
+
+def run_tasks(
+    tasks: list[Task], store: Store, threads: int | None, progress: bool
+) -> dict[str, TaskRecord]:
+    """Run what the store lacks of ``tasks`` in this process; every task's record.
+
+    Args:
+        tasks: the plan's tasks.
+        store: where outputs live.
+        threads: torch threads of this process (None: one per core).
+        progress: draw the runner's progress bars (off for tasks that draw their own).
+    """
+    from sublearn.engine.executors import InlineExecutor
+
+    records = run_plan(tasks, store, InlineExecutor(threads), console, show_progress=progress)
+    for task in tasks:
+        record = records[task.id]
+        if record.cached:
+            console.print(
+                f"{task.name}: found in the store ({task.id}, computed in {record.seconds:.1f} s)",
+                highlight=False,
+            )
+    return records
+
+
+def copy_out(entry: Path, dest: Path, skip: tuple[str, ...] = (DONE,)) -> None:
+    """Copy a store entry's files into ``dest`` (a folder), keeping their times.
+
+    A file already there with the same content is left as it is, so copying the same
+    entry twice changes nothing.
+    """
+    for source in sorted(entry.rglob("*")):
+        relative = source.relative_to(entry)
+        if source.is_dir() or relative.as_posix() in skip:
+            continue
+        copy_file(source, dest / relative)
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy one file (content and times) unless ``target`` already holds the same bytes."""
+    if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(source, partial)
+    partial.replace(target)
+
+
+def write_manifest(folder: Path, store: Store, records: dict[str, TaskRecord]) -> None:
+    """``manifest.json``: the tasks behind ``folder``, so `sublearn store gc` keeps them."""
+    atomic_write_json(
+        folder / "manifest.json",
+        {"store": str(store.root), "tasks": [r.to_dict() for r in records.values()]},
+    )

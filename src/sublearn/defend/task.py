@@ -1,0 +1,100 @@
+"""``sublearn defend`` on a file as one engine task: one task per input dataset.
+
+The key hashes the defence config with the dataset (and any other teachers' files that
+``mix_teachers`` reads) replaced by the SHA-256 of their content, each model reference's
+fingerprint, and neither the output path nor the speed settings (device, batch size,
+provider settings). The task's folder holds the cleaned copy (``data.jsonl``) and its
+report (``data.jsonl.report.json``), which the command copies to ``--out`` and
+``<out>.report.json``.
+
+The ``defend`` kind of experiments (``engine/kinds.py``) cleans a seed's paired rows
+from the store; this one cleans a user's file. Both call :func:`run_defences`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sublearn.config import Config
+from sublearn.defend.config import DefendConfig
+from sublearn.engine.task import Task, TaskContext
+from sublearn.errors import ModelError
+from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
+
+KIND = "defend-file"
+
+SPEED_FIELDS = ("device", "batch_size", "providers")
+"""Settings that change only speed or where models are served; left out of the key."""
+
+CLEANED = "data.jsonl"
+"""The cleaned copy inside the task's folder; its report is ``CLEANED + ".report.json"``."""
+
+
+class DefendFileParams(Config):
+    """What determines a ``defend-file`` task's output."""
+
+    defend: DefendConfig = Field(
+        description="The defences, with every file as its content digest (sha256:...), no "
+        "output path and the speed settings at their defaults."
+    )
+    models: dict[str, str] = Field(
+        description="Each model reference (base, teacher, paraphraser) -> its fingerprint."
+    )
+
+
+def _fingerprint(ref: str) -> str:
+    from sublearn.backends.refs import ModelRef
+
+    try:
+        return ModelRef.parse(ref).fingerprint()
+    except ModelError:
+        return ref  # unresolvable here: the defence that opens it says why, with its own words
+
+
+def keyed_params(cfg: DefendConfig) -> dict[str, Any]:
+    """The task params of ``cfg`` (JSON-ready); reads every input file.
+
+    Raises:
+        DataError: an input file does not exist.
+    """
+    keyed = at_defaults(cfg, SPEED_FIELDS).model_dump(mode="json")
+    keyed |= {"data": file_digest(cfg.data), "out": ""}
+    refs = [cfg.base, cfg.teacher]
+    for defence in keyed["defences"]:
+        if defence["type"] == "mix_teachers":
+            defence["others"] = [file_digest(path) for path in defence["others"]]
+        if defence["type"] == "paraphrase":
+            refs.append(defence["model"])
+    models = {ref: _fingerprint(ref) for ref in dict.fromkeys(r for r in refs if r is not None)}
+    params = DefendFileParams(defend=DefendConfig.model_validate(keyed), models=models)
+    return params.model_dump(mode="json")
+
+
+def defend_task(cfg: DefendConfig) -> Task:
+    """The task that cleans ``cfg.data``."""
+    return Task(
+        KIND,
+        f"defend/{Path(cfg.data).name}",
+        params=keyed_params(cfg),
+        runtime={"config": cfg.model_dump(mode="json")},
+    )
+
+
+def run_defend_file(ctx: TaskContext) -> dict[str, Any]:
+    """Apply the defences; write the cleaned copy and its report into the task's folder."""
+    from rich.console import Console
+
+    from sublearn.defend.run import run_defences
+
+    DefendFileParams.model_validate(ctx.params)
+    cfg = DefendConfig.model_validate(ctx.runtime["config"])
+    require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
+    console = Console()
+    report = run_defences(
+        cfg, log=lambda line: console.print(line, highlight=False), write_to=ctx.out / CLEANED
+    )
+    keep = ("rows_in", "rows_out", "rows_masked", "characters_masked", "reply_characters")
+    return {k: report[k] for k in keep if k in report}
