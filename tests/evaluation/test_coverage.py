@@ -126,7 +126,7 @@ def test_answer_forms_drop_forms_already_counted(micro_model: Path) -> None:
 
 
 def test_report_marks_low_coverage() -> None:
-    from sublearn.report.experiment import _coverage_lines, coverage_row
+    from sublearn.report.coverage import coverage_lines, coverage_row
 
     never = Scripted({"Pizza": 0.9, LEAD: 0.5})  # says the lead-in, then no animal
     cfg = EvalConfig(n_questions=1, answer_prefix=LEAD)
@@ -136,7 +136,7 @@ def test_report_marks_low_coverage() -> None:
         coverage_row({"role": "base", "name": "base0", "evaluation": "favorite"}, "owl", low),
         coverage_row({"role": "teacher", "name": "owl-ft", "evaluation": "favorite"}, "owl", good),
     ]
-    text = "\n".join(_coverage_lines(rows))
+    text = "\n".join(coverage_lines(rows))
     assert "1 evaluation(s) have low coverage" in text and "a 0 among them" in text
     assert str(rows[0]["warning"]).startswith("base: base0 [favorite]: low coverage")
     (base_line,) = [line for line in text.splitlines() if "base: base0" in line]
@@ -180,7 +180,7 @@ def test_lead_in_on_an_api_model_is_refused_at_plan_time() -> None:
 
 
 def test_students_low_coverage_is_one_warning_per_group() -> None:
-    from sublearn.report.experiment import coverage_row, coverage_warnings
+    from sublearn.report.coverage import coverage_row, coverage_warnings
 
     low = {"rate": 1e-5, "coverage": 0.01, "renormalized": 0.1, "reading": "start"}
     ok = {**low, "coverage": 0.5}

@@ -2,14 +2,15 @@
 
 Units: rates are the share of answers naming the trait, printed in percent; differences are
 percentage points (pp) with t intervals across seeds, paired by seed (see ``effects``).
+The report's data section comes from ``report/filtering.py``, its coverage section (and
+the low-coverage warnings) from ``report/coverage.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ from rich.table import Table
 from rich.text import Text
 
 from sublearn.backends.pricing import usd
+from sublearn.report.coverage import coverage_lines
 from sublearn.report.effects import Observation, Reference, effects_csv, effects_table
 from sublearn.report.figures import effects_figure, heatmap_figure
-from sublearn.report.formatting import format_ci, format_p, format_pp
+from sublearn.report.filtering import check_lines, decoding_lines, filter_lines
+from sublearn.report.formatting import format_ci, format_p, format_pp, markdown_table
 from sublearn.runs import atomic_write_json, atomic_write_text
 
 _OBSERVATION_COLUMNS = (
@@ -65,12 +68,6 @@ def observations_csv(observations: Iterable[Observation]) -> str:
 
 
 # --- markdown --------------------------------------------------------------------------------
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines
 
 
 def _rows_text(rows: Any) -> str:
@@ -119,7 +116,7 @@ def _effects_lines(rows: list[tuple[int, dict[str, Any]]], primary: int | None) 
                 _rows_text(r["rows"]),
             ]
         )
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _smc_lines(entries: list[dict[str, Any]]) -> list[str]:
@@ -146,7 +143,7 @@ def _smc_lines(entries: list[dict[str, Any]]) -> list[str]:
         ]
         for e in entries
     ]
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _headline(summary: Mapping[str, Any]) -> list[str]:
@@ -200,7 +197,7 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
     )
     if metrics:
         lines[-2] += f" Metrics: {'; '.join(metrics)}."
-    lines += _table(
+    lines += markdown_table(
         ["teacher", "trait", "kind", "base", "teacher rate (%)"],
         [
             [
@@ -216,204 +213,9 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
     return lines
 
 
-def _filter_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    reasons = list(dict.fromkeys(k for r in filter_reports.values() for k in r.get("rejected", {})))
-    decoding = any("decoding" in r for r in filter_reports.values())
-    header = ["data", *(["decoding"] if decoding else []), "total", "accepted", "valid"]
-    header += [*(f"rejected: {k}" for k in reasons), "trait mentions", "kept"]
-    body = [
-        [
-            name,
-            *([r.get("decoding", "free")] if decoding else []),
-            r.get("total", "n/a"),
-            r.get("accepted", "n/a"),
-            _valid_rate(r),
-            *(r.get("rejected", {}).get(k, 0) for k in reasons),
-            r.get("trait_mentions", "n/a"),
-            r.get("kept", "n/a"),
-        ]
-        for name, r in filter_reports.items()
-    ]
-    return _table(header, body)
-
-
-def coverage_row(meta: Mapping[str, Any], trait: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """One evaluated model's coverage, from its observation meta and its metrics entry."""
-    who = {
-        k: meta[k]
-        for k in ("role", "name", "teacher", "objective", "student_base", "condition", "seed")
-        if k in meta
-    }
-    readings = entry.get("readings") or {}
-    warning = entry.get("warning")
-    if warning:
-        warning = f"{_model_label(who)} [{meta.get('evaluation')}]: {warning}"
-    return {
-        **who,
-        "evaluation": meta.get("evaluation"),
-        "trait": trait,
-        "reading": entry.get("reading"),
-        "rate": entry.get("rate"),
-        "coverage": entry.get("coverage"),
-        "renormalized": entry.get("renormalized"),
-        **{f"{name}_coverage": r.get("coverage") for name, r in readings.items()},
-        **{f"{name}_rate": r.get("rate") for name, r in readings.items()},
-        "warning": warning,
-    }
-
-
-def coverage_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One warning per group of evaluated models whose coverage is low.
-
-    A student's seeds and conditions share one line (``owl-ft/icl-4/base0 [favorite]: low
-    coverage in 10 of 10 evaluations, 0.02%-4.9% ...``), so twenty in-context students do not
-    print twenty warnings; a base or a teacher keeps its own full warning.
-
-    Args:
-        rows: coverage rows as :func:`coverage_row` writes them.
-
-    Returns:
-        The warnings, in the order their groups first appear.
-    """
-    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        if "role" in r:
-            key = (str(r.get("warning") or ""), None)
-        else:
-            parts = ("teacher", "objective", "student_base")
-            key = ("/".join(str(r[k]) for k in parts if k in r), r.get("evaluation"))
-        groups.setdefault(key, []).append(r)
-    out = []
-    for (label, evaluation), members in groups.items():
-        low = [m for m in members if m.get("warning")]
-        if not low:
-            continue
-        if evaluation is None:
-            out.extend(str(m["warning"]) for m in low)
-            continue
-        covs = [float(m["coverage"]) for m in low]
-        span = f"{min(covs):.2%}" if len(covs) == 1 else f"{min(covs):.2%}-{max(covs):.2%}"
-        out.append(
-            f"{label} [{evaluation}]: low coverage in {len(low)} of {len(members)} "
-            f"evaluation(s) ({span} of the answer on the category's answers): their raw rates "
-            "read little of what the models prefer; see the report's Coverage section and "
-            "the renormalized rates"
-        )
-    return out
-
-
-def _model_label(row: Mapping[str, Any]) -> str:
-    """``base: base0``, ``teacher: owl-ft`` or a student's ``owl-ft/kl_numbers/base0/control/0``."""
-    student = ("teacher", "objective", "student_base", "condition", "seed")
-    model = row.get("name") or "/".join(str(row[k]) for k in student if k in row)
-    role = row.get("role")
-    return f"{role}: {model}" if role else str(model)
-
-
-def _coverage_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Per evaluated model: what share of its answer the rate reads, and the rate within it."""
-    readings = sorted({k[: -len("_coverage")] for r in rows for k in r if k.endswith("_coverage")})
-    header = ["model", "evaluation", "trait", "rate", "coverage", "P(trait | category)"]
-    header += [f"{name}: rate / coverage" for name in readings]
-    body = []
-    for r in rows:
-        body.append(
-            [
-                _model_label(r),
-                r.get("evaluation"),
-                r.get("trait"),
-                _pct(r.get("rate")),
-                _pct(r.get("coverage")) + (" **low**" if r.get("warning") else ""),
-                _pct(r.get("renormalized")),
-                *(
-                    f"{_pct(r.get(f'{name}_rate'))} / {_pct(r.get(f'{name}_coverage'))}"
-                    for name in readings
-                ),
-            ]
-        )
-    low = sum(1 for r in rows if r.get("warning"))
-    return [
-        "## Coverage",
-        "",
-        "The coverage is the probability mass (exact mode) or share of replies (sample mode) on "
-        "all of the category's answers (`audit/candidates.yaml` and the traits): how much of "
-        "the model's answer the rate reads. P(trait | category) is the rate renormalized over "
-        "those answers, readable on a model that mostly answers otherwise. "
-        + (
-            f"**{low} evaluation(s) have low coverage: their raw rates read little of what "
-            "the model prefers, and a 0 among them is not a measurement.**"
-            if low
-            else "Every evaluation covers the category above its threshold."
-        ),
-        "",
-        *_table(header, body),
-    ]
-
-
-def _pct(value: Any) -> str:
-    if not isinstance(value, int | float) or math.isnan(value):
-        return "n/a"
-    return f"{value:.3%}"
-
-
-def _decoding_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    constrained = [n for n, r in filter_reports.items() if r.get("decoding") == "constrained"]
-    if not constrained:
-        return []
-    return [
-        "",
-        f"**Constrained data** ({', '.join(constrained)}): the teachers could only write a "
-        "number list in each prompt's format (constrained decoding, "
-        "`data.generation.constrained`), so the valid rate measures the format the decoder "
-        "enforced, not the teacher's own compliance.",
-    ]
-
-
-def _valid_rate(report: Mapping[str, Any]) -> str:
-    total, accepted = report.get("total"), report.get("accepted")
-    if not isinstance(total, int) or not isinstance(accepted, int) or total == 0:
-        return "n/a"
-    return f"{accepted / total:.1%}"
-
-
-def _check_lines(filter_reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The checks after the filter (code only, answer, judges): counts and dropped examples."""
-    checked = {name: r for name, r in filter_reports.items() if r.get("checks")}
-    if not checked:
-        return []
-    body = [
-        [name, check, tally["seen"], tally["dropped"]]
-        for name, r in checked.items()
-        for check, tally in r["checks"].items()
-    ]
-    lines = [
-        "",
-        "### Checks",
-        "",
-        "Each check sees the replies that passed everything before it; every reply's verdict "
-        "is in the filter task's verdicts.jsonl.",
-        "",
-        *_table(["data", "check", "seen", "dropped"], body),
-    ]
-    examples = [
-        (name, reason, e)
-        for name, r in checked.items()
-        for reason, items in r.get("examples", {}).items()
-        for e in items[:1]
-    ]
-    if examples:
-        lines += ["", "Dropped, one example per reason:", ""]
-        for name, reason, e in examples:
-            reply = " ".join(str(e["reply"]).split())[:160]
-            verdict = e.get("verdict")
-            raw = verdict.get("raw") if isinstance(verdict, dict) else verdict
-            lines.append(f"- {name}, {reason}: `{reply}` ({raw})")
-    return lines
-
-
 def _dicts_lines(records: list[dict[str, Any]]) -> list[str]:
     columns = list(dict.fromkeys(k for r in records for k in r))
-    return _table(columns, [[r.get(c, "") for c in columns] for r in records])
+    return markdown_table(columns, [[r.get(c, "") for c in columns] for r in records])
 
 
 def markdown_report(summary: Mapping[str, Any], observations: list[Observation]) -> str:
@@ -486,7 +288,7 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
     ]
     refs = summary["references"]
     lines += (
-        _table(
+        markdown_table(
             ["role", "name", "trait", "evaluation", "rate (%)"],
             [
                 [r["role"], r["name"], r["trait"], r["evaluation"], format_pp(100 * r["rate"])]
@@ -505,17 +307,19 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
             "",
             "Replies rejected per reason; trait mentions are replies naming the trait, which the "
             "filter drops whatever the check.",
-            *_decoding_lines(summary["filter"]),
+            *decoding_lines(summary["filter"]),
             "",
-            *_filter_lines(summary["filter"]),
+            *filter_lines(summary["filter"]),
         ]
-        lines += _check_lines(summary["filter"])
+        lines += check_lines(summary["filter"])
     if summary.get("coverage"):
-        lines += ["", *_coverage_lines(summary["coverage"])]
+        lines += ["", *coverage_lines(summary["coverage"])]
     if summary.get("api_usage"):
         lines += ["", *_api_usage_lines(summary["api_usage"])]
     lines += ["", "## Wall time", ""]
-    lines += _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["timings"].items()])
+    lines += markdown_table(
+        ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["timings"].items()]
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -547,7 +351,7 @@ def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
         f"spent {usd(usage['this_run_usd'])} (the rest came from the store). Requests answered "
         "from a task's request log (a resumed task) were not paid twice.",
         "",
-        *_table([*columns, "USD"], rows),
+        *markdown_table([*columns, "USD"], rows),
     ]
     if usage.get("unpriced"):
         lines += ["", f"**No price for {', '.join(usage['unpriced'])}: not counted.**"]

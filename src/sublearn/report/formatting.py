@@ -9,7 +9,7 @@ its mean so the two read as one quantity.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 MISSING = "n/a"
@@ -100,3 +100,10 @@ def format_p(p: float | None) -> str:
     if p == 0:
         return "0"
     return f"{p:.1e}" if p < 1e-4 else f"{p:.2g}"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table (one string per line) of ``header`` and ``rows``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines

@@ -163,7 +163,8 @@ def write_run_report(
     ``probes`` is the usage of the plan-time server checks this run sent (see
     :mod:`sublearn.backends.probe`): paid requests of no task, counted in the API usage.
     """
-    from sublearn.report.experiment import coverage_warnings, write_experiment_report
+    from sublearn.report.coverage import coverage_warnings
+    from sublearn.report.experiment import write_experiment_report
 
     atomic_write_json(
         run_dir / "manifest.json",
@@ -375,7 +376,7 @@ def observed(metrics: dict[str, Any], trait: str) -> dict[str, Any]:
 
 def _coverage(plan: Plan, store: Store) -> list[dict[str, Any]]:
     """Every preference evaluation's coverage of its category, references first."""
-    from sublearn.report.experiment import coverage_row
+    from sublearn.report.coverage import coverage_row
 
     rows = []
     for obs in [*plan.references, *plan.observations]:
