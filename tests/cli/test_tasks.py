@@ -156,3 +156,67 @@ def test_an_input_edited_after_planning_is_refused(tmp_path: Path, command: str)
     with pytest.raises(DataError, match="inputs changed since it was planned"):
         run_tasks([task], store, 1, progress=False)
     assert _markers(tmp_path / "store") == {}
+
+
+# --- the files are what the commands wrote before they ran as tasks ------------------------
+
+
+def test_mnist_writes_what_run_experiment_writes(tmp_path: Path) -> None:
+    from sublearn.experiments.mnist.config import MnistConfig
+    from sublearn.experiments.mnist.experiment import run_experiment
+
+    _invoke(*MNIST, "--threads", "1", "--store", tmp_path / "store", "-o", tmp_path / "task")
+    cfg = MnistConfig(
+        n_models=2, device="cpu", threads=1, teacher_steps=3, student_steps=3, hidden=[16]
+    )
+    run_experiment(cfg, tmp_path / "direct")
+    for name in ("summary.json", "per_model.csv", "curves.jsonl", "config.yaml"):
+        assert (tmp_path / "task" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
+
+
+def test_theory_writes_what_its_run_writes(tmp_path: Path) -> None:
+    from sublearn.config import load_config
+    from sublearn.experiments.theory.config import TheoryConfig
+    from sublearn.experiments.theory.experiment import run
+
+    _invoke(*THEORY, "--store", tmp_path / "store", "-o", tmp_path / "task")
+    run(load_config(TheoryConfig, None, THEORY[2::2]), tmp_path / "direct")
+    for name in ("draws.csv", "multistep.csv", "config.yaml"):
+        assert (tmp_path / "task" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
+    task = json.loads((tmp_path / "task" / "summary.json").read_text())
+    direct = json.loads((tmp_path / "direct" / "summary.json").read_text())
+    assert task.pop("wall_seconds") > 0 and direct.pop("wall_seconds") > 0
+    assert task == direct
+
+
+def test_audit_and_defend_write_what_their_functions_write(tmp_path: Path) -> None:
+    from sublearn.audit.config import AuditConfig, FrequencyDetector
+    from sublearn.audit.run import run_audit
+    from sublearn.defend.config import DefendConfig, MaskRandomDefence
+    from sublearn.defend.run import run_defences
+
+    data = _rows(tmp_path / "data.jsonl", 30, 0, [7, 77])
+    control = _rows(tmp_path / "control.jsonl", 30, 1, list(range(100)))
+    out = tmp_path / "audit"
+    _invoke("audit", data, "--control", control, "--detector", "frequency", "-o", out,
+            "--store", tmp_path / "store")  # fmt: skip
+    direct = AuditConfig(
+        data=str(data),
+        control=str(control),
+        detectors=[FrequencyDetector(type="frequency")],
+        out=str(tmp_path / "direct"),
+    )
+    verdicts = [v.to_dict() for v in run_audit(direct)]
+    assert json.loads((out / "audit.json").read_text())["verdicts"] == verdicts
+
+    clean = tmp_path / "clean.jsonl"
+    _invoke("defend", data, "-d", "mask_random", "-o", clean, "--store", tmp_path / "store")
+    cfg = DefendConfig(
+        data=str(data),
+        out=str(tmp_path / "direct.jsonl"),
+        defences=[MaskRandomDefence(type="mask_random")],
+    )
+    run_defences(cfg)
+    assert clean.read_bytes() == (tmp_path / "direct.jsonl").read_bytes()
+    report = json.loads(Path(f"{clean}.report.json").read_text())
+    assert report["out"] == str(clean) and report["data"] == str(data)
