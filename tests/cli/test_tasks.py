@@ -220,3 +220,11 @@ def test_audit_and_defend_write_what_their_functions_write(tmp_path: Path) -> No
     assert clean.read_bytes() == (tmp_path / "direct.jsonl").read_bytes()
     report = json.loads(Path(f"{clean}.report.json").read_text())
     assert report["out"] == str(clean) and report["data"] == str(data)
+
+
+def test_theory_on_a_language_model_refuses_store_and_plan(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["theory", "--model", "m", "--plan", "-o", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "outside the task store" in result.output
+    assert not (tmp_path / "x").exists()

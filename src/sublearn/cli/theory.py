@@ -20,6 +20,7 @@ from sublearn.cli.tasks import (
     write_manifest,
 )
 from sublearn.config import load_config
+from sublearn.errors import ConfigError
 from sublearn.runs import prepare_run_dir, read_json
 
 DEFAULT_OUT = Path("runs/theory")
@@ -59,6 +60,12 @@ def theory(
     with the trait's log-probability. Writes summary.json and batches.csv.
     """
     if model is not None:
+        if store is not None or plan:
+            with user_errors():
+                raise ConfigError(
+                    "--store and --plan apply to the random-MLP check; with --model the "
+                    "language-model check runs outside the task store"
+                )
         _theory_lm(model, config, overrides, out)
         return
     with user_errors():
