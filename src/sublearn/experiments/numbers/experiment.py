@@ -175,19 +175,25 @@ def write_run_report(
     observations = []
     undefined: list[str] = []
     for obs in plan.observations:
-        result = observed(_metrics(store, obs.task.id), obs.meta["trait"])
-        if result["rate"] is None or math.isnan(result["rate"]):
-            # e.g. a free-form evaluation whose answers were all CODE or REFUSAL: a rate
-            # over nothing is no 0 and must not pass for one.
-            undefined.append(obs.task.name)
-            continue
-        observations.append(
-            {
-                **{k: v for k, v in obs.meta.items() if k != "pair"},
-                **result,
-                "rows": pair_results[obs.meta["pair"]]["rows"],
-            }
-        )
+        metrics = _metrics(store, obs.task.id)
+        for evaluation, result in readings_of(metrics, obs.meta["trait"], obs.meta["evaluation"]):
+            if result["rate"] is None or math.isnan(result["rate"]):
+                # e.g. a free-form evaluation whose answers were all CODE or REFUSAL: a rate
+                # over nothing is no 0 and must not pass for one.
+                undefined.append(
+                    obs.task.name
+                    if evaluation == obs.meta["evaluation"]
+                    else f"{obs.task.name} ({evaluation})"
+                )
+                continue
+            observations.append(
+                {
+                    **{k: v for k, v in obs.meta.items() if k != "pair"},
+                    **result,
+                    "evaluation": evaluation,
+                    "rows": pair_results[obs.meta["pair"]]["rows"],
+                }
+            )
     references = []
     for ref in plan.references:
         metrics = _metrics(store, ref.task.id)
@@ -197,9 +203,17 @@ def write_run_report(
                 value = observed(metrics, trait)
                 references.append({**ref.meta, "trait": trait, "rate": value["rate"]})
             continue
-        for trait, result in metrics.items():
+        for trait in metrics:
             if ref.meta.get("trait", trait) == trait:
-                references.append({**ref.meta, "trait": trait, "rate": result["rate"]})
+                for evaluation, value in readings_of(metrics, trait, ref.meta["evaluation"]):
+                    references.append(
+                        {
+                            **ref.meta,
+                            "trait": trait,
+                            "evaluation": evaluation,
+                            "rate": value["rate"],
+                        }
+                    )
     filter_reports = {
         name: json.loads((store.path(task.id) / "report.json").read_text())
         for name, task in plan.filters.items()
@@ -372,6 +386,38 @@ def observed(metrics: dict[str, Any], trait: str) -> dict[str, Any]:
     value = math.nan if value is None else value  # JSON keeps NaN as null
     per_question = metrics.get("secondary", {}).get("by_question", {})
     return {"rate": value, "per_question": list(per_question.values()), "metric": metrics["metric"]}
+
+
+def readings_of(
+    metrics: dict[str, Any], trait: str, evaluation: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The values an effects table compares for one evaluation, each under its own name.
+
+    Every evaluation gives its rate under its own name. A preference evaluation that read
+    the model in more than one place (the reply's start and after a lead-in) adds each
+    other reading's rate (``favorite@start``) and every reading's rate renormalized over
+    the category's answers (``favorite@lead_in/renormalized``): a trait may move in one
+    place and not the other, and a weak model's raw rate may read little (see the
+    coverage), so the report compares students on each.
+    """
+    main = observed(metrics, trait)
+    out = [(evaluation, main)]
+    entry: dict[str, Any] = {} if "metric" in metrics else metrics[trait]
+    readings: dict[str, dict[str, Any]] = entry.get("readings") or {}
+    if len(readings) < 2:
+        return out
+    for name, reading in readings.items():
+        if name != entry.get("reading"):
+            out.append((f"{evaluation}@{name}", {"rate": reading["rate"], "per_question": []}))
+    for name, reading in readings.items():
+        value = reading.get("renormalized")
+        out.append(
+            (
+                f"{evaluation}@{name}/renormalized",
+                {"rate": math.nan if value is None else value, "per_question": []},
+            )
+        )
+    return out
 
 
 def _coverage(plan: Plan, store: Store) -> list[dict[str, Any]]:

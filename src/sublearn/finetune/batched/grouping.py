@@ -173,7 +173,8 @@ def group_compatible(jobs: Sequence[KLJob], max_group: int | None = None) -> lis
 
     Args:
         jobs: the students to train.
-        max_group: the most jobs per batch (memory grows with it); None for no limit.
+        max_group: the most jobs per batch (memory grows with it); None for as many as
+            the memory available now holds (:func:`memory_group_limit`).
 
     Returns:
         Lists of job indices, in order of first appearance; a job that cannot be batched
@@ -199,6 +200,71 @@ def group_compatible(jobs: Sequence[KLJob], max_group: int | None = None) -> lis
             out.append(next(single_iter))
             continue
         members = groups[key]
-        size = max_group or len(members)
+        size = max_group or memory_group_limit(jobs[members[0]], len(members))
         out.extend(members[s : s + size] for s in range(0, len(members), size))
     return out
+
+
+# What one student of a batch holds besides its activations: float32 weights, gradients
+# and AdamW's two moments.
+_BYTES_PER_PARAMETER = 16
+# Per token of a step: the student's logits, their log-softmax and its gradient, and the
+# teacher's probabilities, all over the vocabulary in float32.
+_LOGIT_COPIES = 4
+# The share of the memory available now that a batch may plan to use (the rest is for the
+# teacher, the tokenizer, Python and whatever else the machine runs).
+_MEMORY_SHARE = 0.6
+
+
+def student_bytes(job: KLJob) -> int:
+    """A generous estimate of the memory one student of a batch needs while it trains.
+
+    Weights, gradients and optimizer state (16 bytes a parameter) plus one step's
+    activations: the vocabulary-sized logits of every token and, per layer, about 8
+    hidden-sized and 4 intermediate-sized float32 vectors a token (the tensors autograd
+    keeps for the norms, projections and the gated MLP). A step's tokens are bounded by its rows times the longest record (in
+    characters, an upper bound on byte-level tokens, plus a chat template's share).
+    """
+    config = json.loads(_architecture(str(job.base_model)))
+    d, inter = config["hidden_size"] or 0, config["intermediate_size"] or 0
+    layers, vocab = config["num_hidden_layers"] or 0, config["vocab_size"] or 0
+    heads, kv_heads = config["num_attention_heads"] or 1, config["num_key_value_heads"] or 1
+    kv = kv_heads * (d // heads)
+    per_layer = d * (d + 2 * kv + d) + 3 * d * inter
+    params = layers * per_layer + vocab * d * (1 if config["tie_word_embeddings"] else 2)
+    longest = max(
+        (sum(len(str(m.get("content", ""))) for m in r.get("messages", [])) for r in job.records),
+        default=0,
+    )
+    tokens = job.cfg.batch_size * min(job.cfg.max_length, longest + 64)
+    activations = tokens * (vocab * _LOGIT_COPIES + layers * (8 * d + 4 * inter)) * 4
+    return _BYTES_PER_PARAMETER * params + activations
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated now without swapping (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_group_limit(job: KLJob, wanted: int) -> int:
+    """How many students like ``job`` one batch may hold in the memory available now.
+
+    At least one (a single student is trained however tight memory is, as before), at
+    most ``wanted``; with no reading of the memory, ``wanted``. Only CPU training is
+    capped: a GPU's memory is not what /proc/meminfo reports.
+    """
+    free = available_memory()
+    if free is None or str(job.cfg.device).startswith("cuda"):
+        return wanted
+    try:
+        need = student_bytes(job)
+    except (OSError, ValueError, KeyError, TypeError):
+        return wanted  # an architecture the estimate cannot read: no cap, as before
+    return max(1, min(wanted, int(free * _MEMORY_SHARE) // max(need, 1)))
