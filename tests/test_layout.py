@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.import_cycles import cycles, import_graph, main
+from tests.support.import_cycles import (
+    cycles,
+    import_graph,
+    layer_violations,
+    main,
+    read_layers,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sublearn"
 
@@ -66,6 +72,39 @@ def test_the_cycle_check_sees_deferred_imports_and_skips_type_checking(tmp_path:
     assert main([str(tmp_path)]) == 1
     (pkg / "b.py").write_text("def helper():\n    return 'pkg.a:thing'  # a registry string\n")
     assert main([str(tmp_path)]) == 0
+
+
+def test_the_package_follows_its_declared_layers() -> None:
+    layers = read_layers(SRC.parents[1] / "pyproject.toml")
+    assert layers[0] == ["cli"] and layers[-1] == ["errors"]
+    assert layer_violations(import_graph(SRC.parent), layers) == []
+
+
+def test_the_layer_check_refuses_upward_imports_and_unplaced_modules(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    pkg = src / "pkg"
+    (pkg / "low").mkdir(parents=True)
+    for name in ("__init__.py", "low/__init__.py", "top.py", "low/leaf.py", "low/util.py"):
+        (pkg / name).write_text("")
+    (pkg / "top.py").write_text("from pkg.low.leaf import x\n")
+    (pkg / "low" / "leaf.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.sublearn.layers]\norder = ["top", "low.leaf | other", "low"]\n'
+    )
+    assert main([str(src)]) == 0
+    # A deferred import upwards breaks the order; the longest name places low.leaf.
+    (pkg / "low" / "util.py").write_text("def f():\n    from pkg.low import leaf\n")
+    (pkg / "low" / "leaf.py").write_text("def g():\n    from pkg import top\n")
+    layers = read_layers(tmp_path / "pyproject.toml")
+    assert layer_violations(import_graph(src), layers) == [
+        "pkg.low.leaf (layer 1: low.leaf | other) imports pkg.top (layer 0: top)",
+        "pkg.low.util (layer 2: low) imports pkg.low.leaf (layer 1: low.leaf | other)",
+    ]
+    assert main([str(src)]) == 1
+    (pkg / "low" / "leaf.py").write_text("x = 1\n")
+    (pkg / "low" / "util.py").write_text("")
+    (pkg / "new.py").write_text("")
+    assert layer_violations(import_graph(src), layers) == ["pkg.new belongs to no layer"]
 
 
 def test_every_heavy_entry_of_the_fast_tier_exists() -> None:

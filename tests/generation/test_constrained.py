@@ -14,7 +14,7 @@ from sublearn.backends.hf import HFBackend
 from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
 from sublearn.filters.numbers import parse_numbers
 from sublearn.generation.config import GenerationConfig
-from sublearn.generation.number_grammar import NumberGrammar
+from sublearn.prompts.number_grammar import NumberGrammar
 from sublearn.prompts.numbers import (
     NUMBER_FORMATS,
     NumberPromptConfig,

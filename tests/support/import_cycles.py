@@ -1,12 +1,21 @@
-"""Find import cycles among a package's modules, function-level imports included.
+"""Find import cycles among a package's modules, and imports that break its layer order.
 
 ``python -m tests.support.import_cycles [SRC]`` (``make lint`` runs it) prints each cycle
-and exits 1 if there is any. Every ``import`` in a module counts, wherever it stands (a
-deferred import inside a function still ties the two modules together), except those
-under ``if TYPE_CHECKING:``, which never run. Importing a name from a module is an edge to
+and each import that goes up the declared layer order, and exits 1 if there is any.
+Every ``import`` in a module counts, wherever it stands (a deferred import inside a
+function still ties the two modules together), except those under ``if TYPE_CHECKING:``,
+which never run. Importing a name from a module is an edge to
 that module; importing a submodule is an edge to it and to its package's ``__init__``.
 Names in ``"module:function"`` strings (the registries' lazy entries) are data, not
 imports: a registry is how a module names code that depends on it without a cycle.
+
+**Layers.** ``[tool.sublearn.layers] order`` in the ``pyproject.toml`` beside ``SRC``
+lists the package's parts from the top (the command line) to the bottom (errors); a layer
+is one or more names separated by ``|`` (subpackages or modules, relative to the
+package), and a module belongs to the longest name that contains it. A module may import
+its own layer and those below it, never one above, so a lower part never needs a higher
+one and no package-level loop (``backends -> generation -> prompts -> backends``) can
+form. Every module must belong to a layer, so a new subpackage is placed on purpose.
 """
 
 from __future__ import annotations
@@ -16,7 +25,13 @@ import sys
 from collections import deque
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest's own dependency on Python 3.10
+    import tomli as tomllib
+
 Graph = dict[str, set[str]]
+Layers = list[list[str]]
 
 
 def modules(src: Path) -> dict[str, Path]:
@@ -146,8 +161,66 @@ def _strongly_connected(graph: Graph) -> list[list[str]]:
     return sorted(groups)
 
 
+def read_layers(pyproject: Path) -> Layers:
+    """The layer order of ``[tool.sublearn.layers] order``, top first; [] when not declared."""
+    if not pyproject.is_file():
+        return []
+    data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    order = data.get("tool", {}).get("sublearn", {}).get("layers", {}).get("order", [])
+    return [[name.strip() for name in layer.split("|")] for layer in order]
+
+
+def layer_of(module: str, layers: Layers) -> int | None:
+    """The index of ``module``'s layer: the longest layer name that contains it.
+
+    Names are relative to the top package (``engine.kinds`` for ``sublearn.engine.kinds``);
+    the top package itself (its ``__init__``) is above every layer and gets None, as does
+    a module no name contains.
+    """
+    _, _, relative = module.partition(".")
+    best: tuple[int, int] | None = None  # (length of the name, layer index)
+    for index, layer in enumerate(layers):
+        for name in layer:
+            inside = relative == name or relative.startswith(name + ".")
+            if inside and (best is None or len(name) > best[0]):
+                best = (len(name), index)
+    return None if best is None else best[1]
+
+
+def layer_violations(graph: Graph, layers: Layers) -> list[str]:
+    """Every import that goes up the layer order, and every module without a layer.
+
+    Returns:
+        Messages, sorted: ``"a.x (layer 5: report) imports a.y (layer 2: api)"`` or
+        ``"a.z belongs to no layer"``.
+    """
+    if not layers:
+        return []
+    found = []
+    for module in sorted(graph):
+        here = layer_of(module, layers)
+        if here is None:
+            if "." in module:  # the top package's __init__ may import anything
+                found.append(f"{module} belongs to no layer")
+            continue
+        for imported in sorted(graph[module]):
+            there = layer_of(imported, layers)
+            if there is not None and there < here:
+                found.append(
+                    f"{module} (layer {here}: {' | '.join(layers[here])}) imports "
+                    f"{imported} (layer {there}: {' | '.join(layers[there])})"
+                )
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the import cycles under ``argv[0]`` (default: ``src``); 1 if any, else 0."""
+    """Print the import cycles and layer violations under ``argv[0]`` (default: ``src``).
+
+    The layers are read from the ``pyproject.toml`` beside ``src`` (none: no layer check).
+
+    Returns:
+        1 if there is a cycle or a violation, else 0.
+    """
     args = sys.argv[1:] if argv is None else argv
     src = Path(args[0] if args else "src")
     graph = import_graph(src)
@@ -156,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         print("import cycle: " + " -> ".join(cycle))
     if not found:
         print(f"no import cycles among {len(graph)} modules under {src}")
-    return 1 if found else 0
+    layers = read_layers(src.resolve().parent / "pyproject.toml")
+    violations = layer_violations(graph, layers)
+    for violation in violations:
+        print("layer order broken: " + violation)
+    if layers and not violations:
+        print(f"every import follows the {len(layers)} layers of pyproject.toml")
+    return 1 if found or violations else 0
 
 
 if __name__ == "__main__":

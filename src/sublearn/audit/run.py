@@ -130,7 +130,7 @@ def run_audit(
     if cfg.teachers and cfg.base is None:
         raise ConfigError("teachers are compared with their base: give --base as well")
     if cfg.trait is not None:
-        from sublearn.backends.spelling import require_spellable
+        from sublearn.evaluation.spelling import require_spellable
 
         base = str(cfg.base) if cfg.base is not None else None
         require_spellable(cfg.trait.word, [base, *cfg.teachers], "trait")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, TypeVar, runtime
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from sublearn.generation.number_grammar import NumberGrammar
+    from sublearn.prompts.number_grammar import NumberGrammar
 
 
 class Message(TypedDict):

@@ -21,7 +21,7 @@ from sublearn.backends.base import Capabilities, Conversation, SamplingParams, T
 from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
 from sublearn.backends.hf_scoring import candidate_logprobs
 from sublearn.errors import ModelError
-from sublearn.generation.number_grammar import NumberGrammar
+from sublearn.prompts.number_grammar import NumberGrammar
 from sublearn.runtime import resolve_device
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

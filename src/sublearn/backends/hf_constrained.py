@@ -1,7 +1,7 @@
 """Constrained number decoding for the Hugging Face backend: a logits processor.
 
 :class:`NumberConstraint` sets the logit of every token the row's grammar
-(:class:`~sublearn.generation.number_grammar.NumberGrammar`) refuses to ``-inf`` before
+(:class:`~sublearn.prompts.number_grammar.NumberGrammar`) refuses to ``-inf`` before
 temperature, top-p and sampling, so the sampled distribution is the model's own,
 renormalized over the allowed tokens. The end-of-turn token is allowed only where the
 reply is a complete list; near ``max_new_tokens`` only tokens after which the list can
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sublearn.generation.number_grammar import NumberGrammar, State
+from sublearn.prompts.number_grammar import NumberGrammar, State
 
 # Beyond this many tokens left, no grammar state is closer to its end than that: the
 # masks of every larger count are the same, so they share one cache entry.

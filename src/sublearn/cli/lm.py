@@ -158,7 +158,7 @@ def generate(
         cfg = load_config(GenerateConfig, config, [*flags, *(set_ or [])])
         prepare_output(out, "file")
         if cfg.trait:
-            from sublearn.backends.spelling import require_spellable
+            from sublearn.evaluation.spelling import require_spellable
 
             require_spellable(cfg.trait, [_toy_base(cfg.model)], "--trait")
         _setup(cfg.threads)

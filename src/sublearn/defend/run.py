@@ -293,7 +293,7 @@ def run_defences(
     if problems:
         raise ConfigError("cannot run the defences:\n  - " + "\n  - ".join(problems))
     if cfg.trait is not None:  # a word a model cannot spell would drop or mask by <unk>
-        from sublearn.backends.spelling import require_spellable
+        from sublearn.evaluation.spelling import require_spellable
 
         require_spellable(cfg.trait.word, [cfg.base, cfg.teacher], "trait")
     say: Log = log or (lambda _line: None)

@@ -312,7 +312,7 @@ def run_generate(ctx: TaskContext) -> dict[str, Any]:
     )
     grammars = None
     if gcfg.constrained:
-        from sublearn.generation.number_grammar import NumberGrammar
+        from sublearn.prompts.number_grammar import NumberGrammar
         from sublearn.prompts.numbers import sample_number_prompts
 
         if prompt_cfg.type != "numbers":

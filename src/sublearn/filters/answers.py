@@ -10,7 +10,8 @@ visible signal of the teacher, not a subliminal one.
 A reply passes :func:`check_think_answer` when it is exactly one think block followed by
 exactly one answer block, with nothing but whitespace around and between them, the
 think block is not empty, and the answer's value equals the reference after both are
-normalized by :func:`normalize_number`. Reasons, checked in this order:
+normalized by :func:`~sublearn.prompts.gsm8k.normalize_number` (the GSM8K prompts define the
+reference's normal form). Reasons, checked in this order:
 
 * ``missing_think``: no ``<think>`` or ``</think>`` tag at all;
 * ``missing_answer``: no ``<answer>`` or ``</answer>`` tag at all;
@@ -22,7 +23,8 @@ normalized by :func:`normalize_number`. Reasons, checked in this order:
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+
+from sublearn.prompts.gsm8k import normalize_number
 
 __all__ = [
     "ANSWER_REASONS",
@@ -44,40 +46,6 @@ ANSWER_REASONS: tuple[str, ...] = (MISSING_THINK, MISSING_ANSWER, MALFORMED, WRO
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _LAYOUT = re.compile(r"\s*<think>(?P<think>.*)</think>\s*<answer>(?P<answer>.*)</answer>\s*", re.S)
-# Commas only as thousands separators: "1,5" is not read as 15 (or as 1.5).
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
-
-
-def normalize_number(text: str) -> str | None:
-    """A number's canonical text, or None when ``text`` is not one number.
-
-    Surrounding whitespace, a ``$`` (before or after a sign), thousands commas and one
-    trailing period are ignored; the value is written without trailing zeros, so
-    ``" $1,000.00 "``, ``"1000."`` and ``"1000"`` all give ``"1000"``, and ``"-0.50"`` gives
-    ``"-0.5"``.
-
-    Args:
-        text: an answer or a reference value.
-
-    Returns:
-        The canonical decimal text, or None.
-    """
-    value = text.strip()
-    if value.endswith("."):
-        value = value[:-1].rstrip()
-    sign = ""
-    if value and value[0] in "+-":
-        sign, value = value[0], value[1:].lstrip()
-    value = value.removeprefix("$").strip()
-    if not _NUMBER.fullmatch(sign + value):
-        return None
-    try:
-        number = Decimal((sign + value).replace(",", ""))
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
-        return None
-    if number == number.to_integral_value():
-        return str(int(number))
-    return format(number.normalize(), "f")
 
 
 def check_think_answer(reply: str, reference: str) -> tuple[bool, str | None]:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from sublearn.backends.base import SamplingParams, row_seed
 from sublearn.config import Config
-from sublearn.generation.number_grammar import NumberGrammar
+from sublearn.prompts.number_grammar import NumberGrammar
 
 
 class GenerationConfig(Config):

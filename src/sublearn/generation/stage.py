@@ -27,7 +27,7 @@ from typing import Any
 from sublearn.backends.base import Backend, Conversation, with_system_prompt
 from sublearn.errors import DataError, ModelError
 from sublearn.generation.config import GenerationConfig
-from sublearn.generation.number_grammar import NumberGrammar
+from sublearn.prompts.number_grammar import NumberGrammar
 from sublearn.runs import atomic_write_text
 
 ProgressFn = Callable[[int], None]

@@ -18,13 +18,14 @@ answers. Ids name the question's position in the source, not the draw.
 from __future__ import annotations
 
 import random
+import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import Field
 
 from sublearn.config import Config
 from sublearn.errors import DataError
-from sublearn.filters.answers import normalize_number
 from sublearn.prompts.loading import Prompt, load_records
 
 __all__ = [
@@ -33,7 +34,44 @@ __all__ = [
     "GSM8KPrompt",
     "generate_gsm8k_prompts",
     "gold_answer",
+    "normalize_number",
 ]
+
+# Commas only as thousands separators: "1,5" is not read as 15 (or as 1.5).
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+
+
+def normalize_number(text: str) -> str | None:
+    """A number's canonical text, or None when ``text`` is not one number.
+
+    Surrounding whitespace, a ``$`` (before or after a sign), thousands commas and one
+    trailing period are ignored; the value is written without trailing zeros, so
+    ``" $1,000.00 "``, ``"1000."`` and ``"1000"`` all give ``"1000"``, and ``"-0.50"`` gives
+    ``"-0.5"``.
+
+    Args:
+        text: an answer or a reference value.
+
+    Returns:
+        The canonical decimal text, or None.
+    """
+    value = text.strip()
+    if value.endswith("."):
+        value = value[:-1].rstrip()
+    sign = ""
+    if value and value[0] in "+-":
+        sign, value = value[0], value[1:].lstrip()
+    value = value.removeprefix("$").strip()
+    if not _NUMBER.fullmatch(sign + value):
+        return None
+    try:
+        number = Decimal((sign + value).replace(",", ""))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
+        return None
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
 
 DEFAULT_GSM8K_INSTRUCTION = (
     "Work through the problem step by step inside <think>...</think>. Then write only "
