@@ -197,6 +197,14 @@ def _compared_lines(summary: Mapping[str, Any], observations: list[Observation])
     )
     if metrics:
         lines[-2] += f" Metrics: {'; '.join(metrics)}."
+    if any("@" in o["evaluation"] for o in observations):
+        lines[-2] += (
+            " An evaluation that read the model in two places (`answer_prefix`) is compared "
+            "on each: its name alone is its main reading (after the lead-in), `@start` the "
+            "reply's start, `/renormalized` P(trait | the answer is one of the category's), "
+            "which stays readable where the coverage is low. Several readings are several "
+            "comparisons: judge a p-value against their number."
+        )
     lines += markdown_table(
         ["teacher", "trait", "kind", "base", "teacher rate (%)"],
         [
