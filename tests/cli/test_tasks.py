@@ -103,7 +103,11 @@ def test_audit_is_keyed_by_file_content_not_path(tmp_path: Path) -> None:
     first = json.loads((tmp_path / "a" / "audit.json").read_text())
     second = json.loads((tmp_path / "b" / "audit.json").read_text())
     assert first["verdicts"] == second["verdicts"] and first["flagged"] == ["frequency"]
-    assert (tmp_path / "b" / "audit.md").is_file()
+    # Each report names the file its call audited, and where it was written.
+    assert second["config"]["data"] == str(moved) and first["config"]["data"] == str(data)
+    assert second["config"]["out"] == str(tmp_path / "b")
+    markdown = (tmp_path / "b" / "audit.md").read_text()
+    assert markdown.startswith(f"# Audit of {moved}\n") and f"- control: {control}\n" in markdown
     # Other content at the same path is another task.
     _rows(data, 40, 2, [7, 77])
     assert "will run" in _invoke("audit", data, *args, "-o", tmp_path / "a", "--plan")
@@ -124,6 +128,7 @@ def test_defend_is_one_task_per_input_reused_by_an_identical_call(tmp_path: Path
     assert out_a.read_bytes() == out_b.read_bytes()
     report = json.loads(Path(f"{out_b}.report.json").read_text())
     assert report["rows_out"] == 12 and report["characters_masked"] > 0
+    assert report["out"] == report["config"]["out"] == str(out_b)  # this call's, not the first's
     other = _invoke("defend", data, *args, "-s", "defences.0.seed=5", "-o", out_a, "--plan")
     assert "will run" in other
 

@@ -22,6 +22,7 @@ from sublearn.audit.config import AuditConfig
 from sublearn.config import Config
 from sublearn.engine.task import Task, TaskContext
 from sublearn.errors import ModelError
+from sublearn.experiments.copy_out import copy_entry
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
 
 KIND = "audit"
@@ -110,3 +111,29 @@ def run_audit_task(ctx: TaskContext) -> dict[str, Any]:
         "detectors": len(verdicts),
         "flagged": [v.detector for v in verdicts if v.flagged],
     }
+
+
+def copy_out(entry: Path, folder: Path, cfg: AuditConfig) -> dict[str, Any]:
+    """Copy a finished audit task into the report folder; ``audit.json`` as written there.
+
+    The stored report names the files of the call that computed it; the copy names this
+    call's (``config`` in ``audit.json``, the data and control lines of ``audit.md``), as
+    the command wrote it before it ran as a task.
+    """
+    from sublearn.runs import atomic_write_json, atomic_write_text, read_json
+
+    copy_entry(entry, folder)
+    report = read_json(folder / "audit.json")
+    config = cfg.model_dump(mode="json")
+    if report["config"] != config:
+        stored = AuditConfig.model_validate(report["config"])
+        report["config"] = config
+        atomic_write_json(folder / "audit.json", report)
+        markdown = (folder / "audit.md").read_text()
+        for old, new in (
+            (f"# Audit of {stored.data}\n", f"# Audit of {cfg.data}\n"),
+            (f"- control: {stored.control or 'none'}\n", f"- control: {cfg.control or 'none'}\n"),
+        ):
+            markdown = markdown.replace(old, new, 1)
+        atomic_write_text(folder / "audit.md", markdown)
+    return report

@@ -13,14 +13,12 @@ from sublearn.cli.outputs import prepare_output
 from sublearn.cli.tasks import (
     PlanOption,
     StoreOption,
-    copy_out,
     open_store,
     print_plan,
     run_tasks,
     write_manifest,
 )
 from sublearn.config import load_config, read_yaml
-from sublearn.runs import read_json
 
 
 def _from_run(run: Path, teacher: str | None) -> dict[str, Any]:
@@ -97,7 +95,7 @@ def audit(
     from sublearn.audit.config import AuditConfig
     from sublearn.audit.report import print_audit_table
     from sublearn.audit.result import Verdict
-    from sublearn.audit.task import audit_task
+    from sublearn.audit.task import audit_task, copy_out
     from sublearn.runtime import quiet_libraries
 
     with user_errors():
@@ -125,9 +123,9 @@ def audit(
         quiet_libraries()
         records = run_tasks([task], tasks_store, threads, progress=False)
         folder.mkdir(parents=True, exist_ok=True)
-        copy_out(tasks_store.path(task.id), folder)
+        report = copy_out(tasks_store.path(task.id), folder, cfg)
         write_manifest(folder, tasks_store, records)
-        verdicts = [Verdict(**v) for v in read_json(folder / "audit.json")["verdicts"]]
+        verdicts = [Verdict(**v) for v in report["verdicts"]]
         print_audit_table(console, verdicts)
         flagged = [v.detector for v in verdicts if v.flagged]
         console.print(

@@ -10,11 +10,10 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from sublearn.cli.options import ConfigOption, SetOption, console, user_errors
-from sublearn.cli.tasks import PlanOption, StoreOption, copy_file, open_store, print_plan, run_tasks
+from sublearn.cli.tasks import PlanOption, StoreOption, open_store, print_plan, run_tasks
 from sublearn.config import deep_merge, format_validation_error, parse_overrides, read_yaml
 from sublearn.defend.config import DefendConfig
 from sublearn.errors import ConfigError
-from sublearn.runs import read_json
 
 # Stats every defence reports, shown in their own columns rather than among its effects.
 _ROW_COUNTS = ("rows_in", "rows_out")
@@ -93,7 +92,7 @@ def defend(
     """
     from sublearn.cli.outputs import prepare_output
     from sublearn.defend.run import report_path, uses_models
-    from sublearn.defend.task import CLEANED, defend_task
+    from sublearn.defend.task import copy_out, defend_task
 
     with user_errors():
         flags: dict[str, Any] = {"data": str(data)}
@@ -117,10 +116,7 @@ def defend(
 
             quiet_libraries()
         run_tasks([task], tasks_store, threads, progress=False)
-        entry = tasks_store.path(task.id) / CLEANED
-        copy_file(entry, Path(cfg.out))
-        copy_file(report_path(entry), report_path(cfg.out))
-        report = read_json(report_path(cfg.out))
+        report = copy_out(tasks_store.path(task.id), cfg)
 
         table = Table("#", "defence", "rows in", "rows out", "effect", title="defences")
         for at, step in enumerate(report["defences"]):

@@ -20,13 +20,13 @@ from sublearn.cli.outputs import prepare_output
 from sublearn.cli.tasks import (
     PlanOption,
     StoreOption,
-    copy_out,
     open_store,
     print_plan,
     run_tasks,
     write_manifest,
 )
 from sublearn.config import ConfigError, format_validation_error, load_config, read_yaml
+from sublearn.experiments.copy_out import copy_entry
 from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.presets import preset_path
 from sublearn.runs import prepare_run_dir, read_json
@@ -121,7 +121,7 @@ def mnist(
         )
         records = run_tasks([task], tasks_store, cfg.threads, progress=True)
         prepare_run_dir(run_dir, cfg, "sublearn mnist")
-        copy_out(tasks_store.path(task.id), run_dir)
+        copy_entry(tasks_store.path(task.id), run_dir)
         write_manifest(run_dir, tasks_store, records)
         print_results(run_dir, cfg.n_models)
 

@@ -9,8 +9,6 @@ call killed mid-task leaves nothing the next one trusts, so it reruns the task.
 
 from __future__ import annotations
 
-import filecmp
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +17,7 @@ from rich.table import Table
 
 from sublearn.cli.options import console
 from sublearn.engine.runner import TaskRecord, plan_status, run_plan
-from sublearn.engine.store import DONE, Store, StoreConfig
+from sublearn.engine.store import Store, StoreConfig
 from sublearn.engine.task import Task
 from sublearn.runs import atomic_write_json
 
@@ -80,29 +78,6 @@ def run_tasks(
                 highlight=False,
             )
     return records
-
-
-def copy_out(entry: Path, dest: Path, skip: tuple[str, ...] = (DONE,)) -> None:
-    """Copy a store entry's files into ``dest`` (a folder), keeping their times.
-
-    A file already there with the same content is left as it is, so copying the same
-    entry twice changes nothing.
-    """
-    for source in sorted(entry.rglob("*")):
-        relative = source.relative_to(entry)
-        if source.is_dir() or relative.as_posix() in skip:
-            continue
-        copy_file(source, dest / relative)
-
-
-def copy_file(source: Path, target: Path) -> None:
-    """Copy one file (content and times) unless ``target`` already holds the same bytes."""
-    if target.is_file() and filecmp.cmp(source, target, shallow=False):
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copy2(source, partial)
-    partial.replace(target)
 
 
 def write_manifest(folder: Path, store: Store, records: dict[str, TaskRecord]) -> None:

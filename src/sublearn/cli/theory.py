@@ -13,7 +13,6 @@ from sublearn.cli.outputs import prepare_output
 from sublearn.cli.tasks import (
     PlanOption,
     StoreOption,
-    copy_out,
     open_store,
     print_plan,
     run_tasks,
@@ -21,6 +20,7 @@ from sublearn.cli.tasks import (
 )
 from sublearn.config import load_config
 from sublearn.errors import ConfigError
+from sublearn.experiments.copy_out import copy_entry
 from sublearn.runs import prepare_run_dir, read_json
 
 DEFAULT_OUT = Path("runs/theory")
@@ -82,7 +82,7 @@ def theory(
             return
         records = run_tasks([task], tasks_store, cfg.threads, progress=True)
         prepare_run_dir(run_dir, cfg, "sublearn theory")
-        copy_out(tasks_store.path(task.id), run_dir)
+        copy_entry(tasks_store.path(task.id), run_dir)
         write_manifest(run_dir, tasks_store, records)
         summary = read_json(run_dir / "summary.json")
         console.print(summary_table(summary))

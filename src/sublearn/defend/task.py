@@ -22,6 +22,7 @@ from sublearn.config import Config
 from sublearn.defend.config import DefendConfig
 from sublearn.engine.task import Task, TaskContext
 from sublearn.errors import ModelError
+from sublearn.experiments.copy_out import copy_file
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
 
 KIND = "defend-file"
@@ -98,3 +99,23 @@ def run_defend_file(ctx: TaskContext) -> dict[str, Any]:
     )
     keep = ("rows_in", "rows_out", "rows_masked", "characters_masked", "reply_characters")
     return {k: report[k] for k in keep if k in report}
+
+
+def copy_out(entry: Path, cfg: DefendConfig) -> dict[str, Any]:
+    """Write a finished task's cleaned copy to ``cfg.out`` and its report beside it.
+
+    The stored report names the files of the call that computed it; the copy names this
+    call's (``data``, ``out`` and ``config``), as the command wrote it before it ran as a
+    task.
+
+    Returns:
+        The report as written.
+    """
+    from sublearn.defend.run import report_path
+    from sublearn.runs import atomic_write_json, read_json
+
+    copy_file(entry / CLEANED, Path(cfg.out))
+    report = read_json(report_path(entry / CLEANED))
+    report |= {"data": cfg.data, "out": cfg.out, "config": cfg.model_dump(mode="json")}
+    atomic_write_json(report_path(cfg.out), report)
+    return report
