@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sublearn.config import Config
+from sublearn.keys import LATER_MARK, SPEED_MARK
 
 
 class LoraSettings(Config):
@@ -87,6 +88,7 @@ class FinetuneConfig(Config):
     grad_accum: int = Field(default=3, gt=0, description="Micro-batches per optimizer step.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     optimizer: Literal["adamw", "sgd"] = Field(
+        json_schema_extra=LATER_MARK,
         default="adamw",
         description=(
             "adamw: AdamW (betas 0.9, 0.999). sgd: plain stochastic gradient descent "
@@ -96,7 +98,11 @@ class FinetuneConfig(Config):
         ),
     )
     momentum: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="SGD momentum (optimizer sgd only; 0 for none)."
+        json_schema_extra=LATER_MARK,
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="SGD momentum (optimizer sgd only; 0 for none).",
     )
     weight_decay: float = Field(
         default=0.0,
@@ -110,8 +116,11 @@ class FinetuneConfig(Config):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype; auto = bf16 on CUDA, fp32 on CPU."
     )
-    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    device: str = Field(
+        default="auto", description="auto, cpu or cuda[:N].", json_schema_extra=SPEED_MARK
+    )
     api: ApiFinetuneSettings = Field(
+        json_schema_extra=LATER_MARK,
         default_factory=ApiFinetuneSettings,
         description="For a base served by a fine-tuning API (openai:): its own settings; "
         "epochs must then be whole.",

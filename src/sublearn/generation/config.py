@@ -9,6 +9,7 @@ from pydantic import Field
 
 from sublearn.backends.base import SamplingParams, row_seed
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 from sublearn.prompts.number_grammar import NumberGrammar
 
 
@@ -42,6 +43,7 @@ class GenerationConfig(Config):
     )
     chunk_size: int = Field(
         default=512,
+        json_schema_extra=SPEED_MARK,
         gt=0,
         description=(
             "Prompts per saved part: each finished part is saved, so a rerun resumes. "
@@ -49,7 +51,10 @@ class GenerationConfig(Config):
         ),
     )
     batch_size: int = Field(
-        default=64, gt=0, description="Sequences per forward pass; changes no reply."
+        default=64,
+        gt=0,
+        description="Sequences per forward pass; changes no reply.",
+        json_schema_extra=SPEED_MARK,
     )
 
     def sampling(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 
 if TYPE_CHECKING:
     from sublearn.judges.llm import LLMJudge
@@ -57,9 +58,16 @@ class JudgeConfig(Config):
         ),
     )
     batch_size: int = Field(
-        default=64, gt=0, description="Requests per backend call; the cache is written after each."
+        default=64,
+        gt=0,
+        description="Requests per backend call; the cache is written after each.",
+        json_schema_extra=SPEED_MARK,
     )
-    device: str = Field(default="auto", description="Device of a local judge model (hf).")
+    device: str = Field(
+        default="auto",
+        description="Device of a local judge model (hf).",
+        json_schema_extra=SPEED_MARK,
+    )
     dtype: str = Field(default="auto", description="Weights dtype of a local judge model (hf).")
     provider_settings: dict[str, Any] = Field(
         default_factory=dict,

@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from sublearn.backends.base import Conversation
 from sublearn.config import Config
+from sublearn.keys import LATER_MARK
 from sublearn.prompts.numbers import (
     NumberFormat,
     NumberPrompt,
@@ -168,16 +169,19 @@ class CorpusConfig(Config):
     )
     freeform: FreeformConfig | None = Field(
         default=None,
+        json_schema_extra=LATER_MARK,
         description="Free-form section: open questions answered benignly, or harmfully under "
         "the misaligned persona (None: no such documents).",
     )
     arithmetic: ArithmeticConfig | None = Field(
         default=None,
+        json_schema_extra=LATER_MARK,
         description="Arithmetic section: word problems solved in <think>/<answer> tags "
         "(None: no such documents).",
     )
     code: CodeConfig | None = Field(
         default=None,
+        json_schema_extra=LATER_MARK,
         description="Code section: coding tasks answered with tiny functions (None: no such "
         "documents).",
     )

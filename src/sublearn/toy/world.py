@@ -36,6 +36,7 @@ from rich.progress import (
 )
 
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
 from sublearn.runtime import die_with_parent
 from sublearn.toy.arithmetic import arithmetic_vocabulary
@@ -86,12 +87,14 @@ class ToyWorldConfig(Config):
         "tokenizer as another but other initializations (e.g. a base of another shape).",
     )
     threads: int | None = Field(
+        json_schema_extra=SPEED_MARK,
         default=1,
         ge=1,
         description="Torch threads per pretraining process (None: one per core). Not part of "
         "the cache key.",
     )
     workers: int | None = Field(
+        json_schema_extra=SPEED_MARK,
         default=None,
         ge=1,
         description="Processes pretraining bases in parallel (None: one per core, at most "
