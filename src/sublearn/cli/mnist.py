@@ -26,7 +26,6 @@ from sublearn.cli.tasks import (
     write_manifest,
 )
 from sublearn.config import ConfigError, format_validation_error, load_config, read_yaml
-from sublearn.experiments.copy_out import copy_entry
 from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.presets import preset_path
 from sublearn.runs import prepare_run_dir, read_json
@@ -104,6 +103,7 @@ def mnist(
         run_dir = prepare_output(out or Path("runs") / f"mnist-{cfg.dataset}-{preset}", "folder")
 
         # Deferred: torch takes seconds to import, and other commands do not need it.
+        from sublearn.experiments.copy_out import copy_entry
         from sublearn.experiments.mnist.task import mnist_task
         from sublearn.runtime import resolve_device
 

@@ -10,16 +10,16 @@ call killed mid-task leaves nothing the next one trusts, so it reruns the task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from sublearn.cli.options import console
-from sublearn.engine.runner import TaskRecord, plan_status, run_plan
-from sublearn.engine.store import Store, StoreConfig
-from sublearn.engine.task import Task
-from sublearn.runs import atomic_write_json
+
+if TYPE_CHECKING:  # the engine loads when a command runs, not for `sublearn --help`
+    from sublearn.engine.runner import TaskRecord
+    from sublearn.engine.store import Store
+    from sublearn.engine.task import Task
 
 StoreOption = Annotated[
     Path | None,
@@ -40,11 +40,17 @@ PlanOption = Annotated[
 
 def open_store(path: Path | None) -> Store:
     """The store at ``path``, or the default store of ``sublearn run``."""
+    from sublearn.engine.store import Store, StoreConfig
+
     return Store(StoreConfig(path=str(path)) if path is not None else StoreConfig())
 
 
 def print_plan(tasks: list[Task], store: Store) -> None:
     """One line per task: its kind, name, store id and whether the store has it."""
+    from rich.table import Table
+
+    from sublearn.engine.runner import plan_status
+
     status = plan_status(tasks, store)
     table = Table(title=f"plan (store {store.root})")
     for column in ("kind", "task", "id", "status"):
@@ -68,6 +74,7 @@ def run_tasks(
         progress: draw the runner's progress bars (off for tasks that draw their own).
     """
     from sublearn.engine.executors import InlineExecutor
+    from sublearn.engine.runner import run_plan
 
     records = run_plan(tasks, store, InlineExecutor(threads), console, show_progress=progress)
     for task in tasks:
@@ -82,6 +89,8 @@ def run_tasks(
 
 def write_manifest(folder: Path, store: Store, records: dict[str, TaskRecord]) -> None:
     """``manifest.json``: the tasks behind ``folder``, so `sublearn store gc` keeps them."""
+    from sublearn.runs import atomic_write_json
+
     atomic_write_json(
         folder / "manifest.json",
         {"store": str(store.root), "tasks": [r.to_dict() for r in records.values()]},

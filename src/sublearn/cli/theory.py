@@ -20,7 +20,6 @@ from sublearn.cli.tasks import (
 )
 from sublearn.config import load_config
 from sublearn.errors import ConfigError
-from sublearn.experiments.copy_out import copy_entry
 from sublearn.runs import prepare_run_dir, read_json
 
 DEFAULT_OUT = Path("runs/theory")
@@ -70,6 +69,7 @@ def theory(
         return
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise
+        from sublearn.experiments.copy_out import copy_entry
         from sublearn.experiments.theory.config import TheoryConfig
         from sublearn.experiments.theory.experiment import multistep_table, summary_table
         from sublearn.experiments.theory.task import theory_task
