@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from sublearn.cli.main import app
 from sublearn.engine.executors import RayExecutorConfig, make_executor
 from sublearn.engine.runner import run_plan
 from sublearn.engine.store import Store
 from sublearn.engine.task import Task
 from tests.engine.graph_script import Run, comparable, leftovers, run_graph, snapshot
+from tests.experiments.numbers.conftest import DEMO, micro_overrides
 from tests.support.debug_kinds import read_log
 
 ray = pytest.importorskip("ray")
@@ -87,3 +92,102 @@ def test_a_cluster_address_that_does_not_answer_is_one_clear_error_in_seconds() 
     with pytest.raises(ExecutorError, match="expected host:port"):
         make_executor(RayExecutorConfig(address="no-port"))
     assert time.monotonic() - started < 30
+
+
+@pytest.fixture
+def listener() -> Iterator[Any]:
+    """Start a loopback TCP server that is not Ray: it sends ``reply`` (or nothing) to
+    every connection and keeps it open; yields a function that starts one, by reply."""
+    servers: list[socket.socket] = []
+    held: list[socket.socket] = []
+
+    def start(reply: bytes) -> int:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:  # closed at the end of the test
+                    return
+                held.append(conn)
+                if reply:
+                    conn.sendall(reply)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return server.getsockname()[1]
+
+    yield start
+    for sock in [*held, *servers]:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b"-ERR unknown\r\n"],
+    ids=["silent", "http1", "redis-like"],
+)
+def test_an_address_where_something_else_listens_is_one_clear_error_in_seconds(
+    listener: Any, reply: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray would wait there for minutes: another service's port is not a Ray head."""
+    from sublearn.engine import ray_executor
+
+    monkeypatch.setattr(ray_executor, "ANSWER_SECONDS", 1.0)
+    port = listener(reply)
+    started = time.monotonic()
+    with pytest.raises(ray_executor.ExecutorError, match="it is not a Ray head"):
+        make_executor(RayExecutorConfig(address=f"127.0.0.1:{port}"))
+    assert time.monotonic() - started < 5
+
+
+def test_loopback_addresses_are_kept_as_written_while_connecting() -> None:
+    """Ray rewrites 127.0.0.1, localhost and ::1 to the outward address unless multi-node
+    clusters are off; the switch is off only while connecting to such an address."""
+    from ray._private import ray_constants
+
+    from sublearn.engine.ray_executor import _address_as_written
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    for address in ("127.0.0.1:6379", "localhost:6379", "[::1]:6379", "ray://127.0.0.1:10001"):
+        with _address_as_written(address):
+            assert ray_constants.ENABLE_RAY_CLUSTER is False, address
+        assert before == ray_constants.ENABLE_RAY_CLUSTER
+    for address in ("10.0.0.5:6379", "127.0.0.2:6379", "head.example.org:6379"):
+        with _address_as_written(address):
+            assert before == ray_constants.ENABLE_RAY_CLUSTER, address
+
+
+def test_sublearn_run_with_an_address_that_does_not_answer_stops_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole command: exit 2, one message, no traceback, nothing in the store; the
+    executor gives up in seconds (Ray's own connect waited 13.7 minutes, then a traceback).
+
+    The executor's time is measured, not the command's: on a busy machine importing
+    the libraries alone can take longer than the 30 s the executor is allowed.
+    """
+    from sublearn.engine.ray_executor import RayExecutor
+
+    spent: list[float] = []
+    original = RayExecutor.__init__
+
+    def timed(self: RayExecutor, cfg: RayExecutorConfig) -> None:
+        started = time.monotonic()
+        try:
+            original(self, cfg)
+        finally:
+            spent.append(time.monotonic() - started)
+
+    monkeypatch.setattr(RayExecutor, "__init__", timed)
+    store, out = tmp_path / "store", tmp_path / "run"
+    overrides = [*micro_overrides(store, "ray"), "executor.address=127.0.0.1:1"]
+    sets = [x for o in overrides for x in ("--set", o)]
+    result = CliRunner().invoke(app, ["run", str(DEMO), "--out", str(out), *sets])
+    assert result.exit_code == 2, result.output
+    assert "executor.address 127.0.0.1:1: nothing answers there" in result.output
+    assert "Traceback" not in result.output
+    assert len(spent) == 1 and spent[0] < 30
+    assert not list(store.glob("*/*/done.json"))  # no task ran
+    assert not (out / "summary.json").exists()

@@ -8,7 +8,8 @@ them on for one run of a graph without changing any task's key:
 
 * ``step_seconds``: how long each step sleeps (in small slices, so a kill lands inside).
 * ``log``: a file to which every start, step, skipped step and end is appended as a JSON
-  line under an ``flock``: the side effects a test counts.
+  line under an ``flock``: the side effects a test counts, with the process id (and, in
+  a Ray worker, the Ray node) that ran the task.
 * ``die_at``: ``"start"``, ``"step:N"`` (after step N's state is written) or ``"end"``
   (after the outputs are written, before the store commits them): the process SIGKILLs
   itself there, for fault injection.
@@ -28,6 +29,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -136,13 +138,25 @@ def _log(ctx: TaskContext, event: str, **extra: Any) -> None:
     log = ctx.runtime.get("log")
     if not log:
         return
-    line = json.dumps({"event": event, "task": ctx.spec.name, "pid": os.getpid(), **extra})
+    where = {"pid": os.getpid(), **_ray_node()}
+    line = json.dumps({"event": event, "task": ctx.spec.name, **where, **extra})
     # Concurrent runs append to one log: the lock keeps lines whole.
     with Path(log).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         handle.write(line + "\n")
         handle.flush()
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _ray_node() -> dict[str, str]:
+    """``{"ray_node": id}`` in a Ray worker (which node of a cluster ran the task), else ``{}``.
+
+    Ray is looked up, not imported: a process that never imported it is no Ray worker.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    return {"ray_node": ray.get_runtime_context().get_node_id()}
 
 
 def read_log(path: Path | str) -> list[dict[str, Any]]:

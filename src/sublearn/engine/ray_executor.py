@@ -90,17 +90,39 @@ def _settle(future: Future, ray_future: Future) -> None:
 
 
 ANSWER_SECONDS = 10.0
-"""How long a cluster address may take to accept a connection before the run gives up."""
+"""How long a cluster address may take to accept a connection, and then to answer, before
+the run gives up."""
+
+# A client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4): any
+# gRPC server, which Ray's GCS (host:6379) and its client server (ray://host:10001) are,
+# answers with a SETTINGS frame of its own before anything else.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4  # the frame type, the fourth byte of a frame's 9-byte header
 
 
 class ExecutorError(SublearnError, RuntimeError):
     """An executor that cannot start: a cluster address that does not answer."""
 
 
-def _require_answer(address: str) -> None:
-    """Fail in seconds, with one message, when nothing listens at a cluster address.
+def _first_frame(sock: Any) -> bytes:
+    """The first 9 bytes the server sends after the HTTP/2 hello (fewer if it closes)."""
+    sock.sendall(_HTTP2_HELLO)
+    header = b""
+    while len(header) < 9:
+        chunk = sock.recv(9 - len(header))
+        if not chunk:
+            break
+        header += chunk
+    return header
 
-    Ray's own connect retries for minutes before a raw ``ConnectionError``.
+
+def _require_answer(address: str) -> None:
+    """Fail in seconds, with one message, when no Ray head answers at a cluster address.
+
+    Ray's own connect retries for minutes before a raw ``ConnectionError`` when nothing
+    listens there, and waits longer still, silently, when something that is not Ray
+    listens (another service's port): so the address must accept a connection and answer
+    an HTTP/2 hello as a gRPC server does, each within :data:`ANSWER_SECONDS`.
     """
     import socket
 
@@ -111,9 +133,13 @@ def _require_answer(address: str) -> None:
             f"executor.address {address!r}: expected host:port (e.g. 10.0.0.5:6379) or "
             "ray://host:10001"
         )
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address, [::1]:6379
     try:
-        with socket.create_connection((host, int(port)), timeout=ANSWER_SECONDS):
-            pass
+        with socket.create_connection((host, int(port)), timeout=ANSWER_SECONDS) as sock:
+            try:
+                header = _first_frame(sock)
+            except OSError:  # timed out, or reset: nothing that speaks gRPC
+                header = b""
     except OSError as err:
         why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
         raise ExecutorError(
@@ -121,6 +147,12 @@ def _require_answer(address: str) -> None:
             f"{ANSWER_SECONDS:g} s); start the cluster's head (ray start --head "
             "--port=6379) or fix the address"
         ) from None
+    if len(header) < 9 or header[3] != _SETTINGS:
+        raise ExecutorError(
+            f"executor.address {address}: something listens there, but it is not a Ray "
+            f"head (no gRPC answer within {ANSWER_SECONDS:g} s); use the port `ray start "
+            "--head` printed (6379 by default, or ray://host:10001 for Ray Client)"
+        )
 
 
 @contextlib.contextmanager
@@ -143,6 +175,35 @@ def _local_environment() -> Iterator[None]:
     finally:
         for key in added:
             os.environ.pop(key, None)
+        if cluster is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""The host names Ray's ``is_localhost`` recognizes (and rewrites); other 127.x are kept."""
+
+
+@contextlib.contextmanager
+def _address_as_written(address: str) -> Iterator[None]:
+    """Connect to a loopback cluster address as written, not to this machine's outward one.
+
+    Ray rewrites ``127.0.0.1``, ``localhost`` and ``::1`` in a cluster address to the
+    machine's outward address (``services.resolve_ip_for_localhost``) whenever multi-node
+    clusters are enabled, as they are on Linux. A head that listens on loopback only (one
+    started with the single-machine setting) is then never reached: ``ray.init`` retries
+    for 13 minutes before a ``ConnectionError``. With the setting off while this process
+    connects, the address is used as given; a head that listens on every interface
+    answers there too.
+    """
+    from ray._private import ray_constants
+
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    cluster = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if host in _LOOPBACK and cluster is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
         if cluster is not None:
             ray_constants.ENABLE_RAY_CLUSTER = cluster
 
@@ -180,7 +241,8 @@ class RayExecutor:
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
             if cfg.address:
                 try:
-                    ray.init(address=cfg.address, **quiet)
+                    with _address_as_written(cfg.address):
+                        ray.init(address=cfg.address, **quiet)
                 except (ConnectionError, TimeoutError, RuntimeError) as err:
                     raise ExecutorError(
                         f"executor.address {cfg.address}: Ray could not join the cluster "
