@@ -142,6 +142,18 @@ def test_an_address_where_something_else_listens_is_one_clear_error_in_seconds(
     assert time.monotonic() - started < 5
 
 
+def test_with_tls_only_the_connection_is_checked(
+    listener: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS head would answer the plain HTTP/2 hello with a TLS alert, not refuse Ray."""
+    from sublearn.engine import ray_executor
+
+    monkeypatch.setenv("RAY_USE_TLS", "1")
+    ray_executor._require_answer(f"127.0.0.1:{listener(b'')}")  # no error
+    with pytest.raises(ray_executor.ExecutorError, match="nothing answers there"):
+        ray_executor._require_answer("127.0.0.1:1")
+
+
 def test_loopback_addresses_are_kept_as_written_while_connecting() -> None:
     """Ray rewrites 127.0.0.1, localhost and ::1 to the outward address unless multi-node
     clusters are off; the switch is off only while connecting to such an address."""

@@ -134,10 +134,13 @@ def _require_answer(address: str) -> None:
             "ray://host:10001"
         )
     host = host.removeprefix("[").removesuffix("]")  # an IPv6 address, [::1]:6379
+    # A cluster with TLS (Ray reads RAY_USE_TLS) answers a plain HTTP/2 hello with a TLS
+    # alert: there, only the connection is checked.
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")
     try:
         with socket.create_connection((host, int(port)), timeout=ANSWER_SECONDS) as sock:
             try:
-                header = _first_frame(sock)
+                header = b"" if tls else _first_frame(sock)
             except OSError:  # timed out, or reset: nothing that speaks gRPC
                 header = b""
     except OSError as err:
@@ -147,7 +150,7 @@ def _require_answer(address: str) -> None:
             f"{ANSWER_SECONDS:g} s); start the cluster's head (ray start --head "
             "--port=6379) or fix the address"
         ) from None
-    if len(header) < 9 or header[3] != _SETTINGS:
+    if not tls and (len(header) < 9 or header[3] != _SETTINGS):
         raise ExecutorError(
             f"executor.address {address}: something listens there, but it is not a Ray "
             f"head (no gRPC answer within {ANSWER_SECONDS:g} s); use the port `ray start "
