@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sublearn.engine.kinds import run_filter
+from sublearn.engine.params import FilterParams
 from sublearn.engine.task import TaskContext, TaskSpec
 from sublearn.filters.stage import FilterConfig
 from sublearn.judges.llm import LLMJudge
@@ -17,7 +18,7 @@ class Killed(Exception):
     pass
 
 
-def _context(tmp_path: Path, name: str) -> TaskContext:
+def _context(tmp_path: Path, name: str) -> tuple[TaskContext, FilterParams]:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     rows = [
@@ -47,7 +48,8 @@ def _context(tmp_path: Path, name: str) -> TaskContext:
         inputs={},
         runtime={"device": "cpu"},
     )
-    return TaskContext(spec, out, {"data": data}, tmp_path / "state", lambda done, total: None)
+    ctx = TaskContext(spec, out, {"data": data}, tmp_path / "state", lambda done, total: None)
+    return ctx, FilterParams.from_spec(spec.params, spec.runtime)
 
 
 def test_a_killed_judge_filter_resumes_from_its_judgements(tmp_path: Path, monkeypatch) -> None:
@@ -63,11 +65,11 @@ def test_a_killed_judge_filter_resumes_from_its_judgements(tmp_path: Path, monke
 
     monkeypatch.setattr(LLMJudge, "_ask", ask)
     with pytest.raises(Killed):
-        run_filter(_context(tmp_path, "first"))
+        run_filter(*_context(tmp_path, "first"))
     assert len(asked) == 8
     asked.clear()
     monkeypatch.setattr(LLMJudge, "_ask", lambda self, c, r: (asked.extend(c), real(self, c, r))[1])
-    result = run_filter(_context(tmp_path, "second"))
+    result = run_filter(*_context(tmp_path, "second"))
     assert len(asked) == 12  # the 8 judged before the kill are read back, not asked again
     assert result["accepted"] == 20
     verdicts = (tmp_path / "second" / "verdicts.jsonl").read_text().splitlines()

@@ -135,8 +135,8 @@ def test_a_run_with_tensorboard_on_writes_event_files_beside_the_model(
     from sublearn.finetune.curves import write_curves
 
     write_curves(tmp_path / "model" / CURVES_FILE, [{"step": 1, "loss": 1.0, "lr": 0.1}])
-    ctx = SimpleNamespace(runtime={"tensorboard": on}, out=tmp_path, spec=SimpleNamespace(name="t"))
-    _tensorboard(ctx)  # pyright: ignore[reportArgumentType]
+    ctx = SimpleNamespace(out=tmp_path, spec=SimpleNamespace(name="t"))
+    _tensorboard(ctx, SimpleNamespace(tensorboard=on))  # pyright: ignore[reportArgumentType]
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == (1 if on else 0)
 

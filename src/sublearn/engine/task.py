@@ -10,6 +10,10 @@ The function that runs a kind is named by a ``"module:function"`` string in
 it, so heavy dependencies load where they are used. A task's spec carries those strings
 to the worker, so a kind added with :func:`register_kind` (the tests' debug kinds) runs
 in worker processes that never registered it.
+
+A kind may declare its parameters' model (:mod:`sublearn.engine.params`): its function
+then takes ``(ctx, params)``, the model validated from the task's stored ``params`` and
+``runtime`` before the function is called.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
+from sublearn.keys import key_params, runtime_params
 from sublearn.registry import Registry, load_target
 from sublearn.runs import content_hash
 
@@ -28,11 +35,16 @@ KINDS: Registry[TaskFn] = Registry("task kind", expected="a task function")
 kind's code changes what it writes for the same params) and, for kinds whose compatible
 tasks may run as one group (e.g. students trained as one batched model), ``group``:
 (``params -> group key or None``, ``contexts -> results``). A group's tasks write exactly
-what each would alone; grouping only changes speed."""
+what each would alone; grouping only changes speed. ``params``: ``"module:Model"`` of the
+kind's :class:`~sublearn.engine.params.TaskParams`, or None (the function takes ``ctx``)."""
 
 
 def register_kind(
-    kind: str, function: str, version: int, group: tuple[str, str] | None = None
+    kind: str,
+    function: str,
+    version: int,
+    group: tuple[str, str] | None = None,
+    params: str | None = None,
 ) -> None:
     """Add a task kind (tests add cheap debug kinds this way); registering again replaces it.
 
@@ -42,28 +54,37 @@ def register_kind(
             in the processes that run tasks.
         version: bumped when the kind's code changes what it writes for the same params.
         group: ``("module:group_key", "module:run_group")`` if its tasks may run as groups.
+        params: ``"module:Model"``, the kind's params model; the function then takes
+            ``(ctx, params)`` (a group function ``[(ctx, params), ...]``).
     """
-    KINDS.register(kind, function, version=version, group=group)
+    KINDS.register(kind, function, version=version, group=group, params=params)
 
 
 _KINDS = "sublearn.engine.kinds"
-register_kind("world", f"{_KINDS}:run_world", 1)
-register_kind("teacher", f"{_KINDS}:run_teacher", 1)
-register_kind("generate", f"{_KINDS}:run_generate", 1)
+_PARAMS = "sublearn.engine.params"
+register_kind("world", f"{_KINDS}:run_world", 1, params=f"{_PARAMS}:WorldParams")
+register_kind("teacher", f"{_KINDS}:run_teacher", 1, params=f"{_PARAMS}:TeacherParams")
+register_kind("generate", f"{_KINDS}:run_generate", 1, params=f"{_PARAMS}:GenerateParams")
 # 2: the number format is the reference's separator rule (one separator, exactly repeated).
-register_kind("filter", f"{_KINDS}:run_filter", 2)
-register_kind("pair", f"{_KINDS}:run_pair", 1)
+register_kind("filter", f"{_KINDS}:run_filter", 2, params=f"{_PARAMS}:FilterParams")
+register_kind("pair", f"{_KINDS}:run_pair", 1, params=f"{_PARAMS}:PairParams")
 # 2: one learning-rate schedule for every trainer (KL warm-up as transformers', step/w).
 register_kind(
     "train",
     f"{_KINDS}:run_train",
     2,
     group=(f"{_KINDS}:train_group_key", f"{_KINDS}:run_train_group"),
+    params=f"{_PARAMS}:TrainParams",
 )
-register_kind("evaluate", f"{_KINDS}:run_evaluate", 1)
-register_kind("defend", f"{_KINDS}:run_defend", 1)
-register_kind("loss", f"{_KINDS}:run_loss", 1)
+register_kind("evaluate", f"{_KINDS}:run_evaluate", 1, params=f"{_PARAMS}:EvaluateParams")
+register_kind("defend", f"{_KINDS}:run_defend", 1, params=f"{_PARAMS}:DefendParams")
+register_kind("loss", f"{_KINDS}:run_loss", 1, params=f"{_PARAMS}:LossParams")
 # Commands that run as one task each (their modules hold the params and the function).
+register_kind("mnist", "sublearn.experiments.mnist.task:run_mnist", 1)
+register_kind("theory", "sublearn.experiments.theory.task:run_theory", 1)
+register_kind("audit", "sublearn.audit.task:run_audit_task", 1)
+register_kind("defend-file", "sublearn.defend.task:run_defend_file", 1)
+# Commands that run as one task each (H19c; their modules hold the params and the function).
 register_kind("mnist", "sublearn.experiments.mnist.task:run_mnist", 1)
 register_kind("theory", "sublearn.experiments.theory.task:run_theory", 1)
 register_kind("audit", "sublearn.audit.task:run_audit_task", 1)
@@ -92,6 +113,14 @@ class Task:
         if self.kind not in KINDS:
             raise KINDS.unknown(self.kind)
 
+    @classmethod
+    def of(
+        cls, kind: str, name: str, params: BaseModel, inputs: dict[str, Task] | None = None
+    ) -> Task:
+        """A task from its typed params: the key hashes what they declare part of it
+        (:func:`~sublearn.keys.key_params`), the rest is its runtime."""
+        return cls(kind, name, key_params(params), inputs or {}, runtime_params(params))
+
     @cached_property
     def key(self) -> str:
         """Content hash of kind, version, params and input keys."""
@@ -116,6 +145,7 @@ class Task:
             runtime=self.runtime,
             function=KINDS.target(self.kind) or "",
             group_function=group[1] if group else None,
+            params_model=KINDS.metadata(self.kind).get("params") or "",
         )
 
 
@@ -124,7 +154,8 @@ class TaskSpec:
     """A task as workers see it: inputs named by store id instead of by object.
 
     ``function`` and ``group_function`` name what runs it (``"module:function"``); empty,
-    the kind's entry in :data:`KINDS` of the worker's process is used.
+    the kind's entry in :data:`KINDS` of the worker's process is used. ``params_model``
+    (``"module:Model"``), when set, is what the function receives its params as.
     """
 
     kind: str
@@ -135,6 +166,13 @@ class TaskSpec:
     runtime: dict[str, Any]
     function: str = ""
     group_function: str | None = None
+    params_model: str = ""
+
+    def typed_params(self) -> Any:
+        """The params and runtime validated as the kind's params model."""
+        if not self.params_model:
+            raise ValueError(f"task kind {self.kind!r} declares no params model")
+        return load_target(self.params_model).from_spec(self.params, self.runtime)
 
     @property
     def id(self) -> str:
@@ -182,8 +220,11 @@ TaskFn = Callable[[TaskContext], dict[str, Any] | None]
 
 
 def task_function(spec: TaskSpec) -> TaskFn:
-    """Import the function that runs ``spec``."""
-    return load_target(spec.function) if spec.function else KINDS.get(spec.kind)
+    """Import the function that runs ``spec``; a typed kind's gets its params validated."""
+    function: Any = load_target(spec.function) if spec.function else KINDS.get(spec.kind)
+    if not spec.params_model:
+        return function
+    return lambda ctx: function(ctx, ctx.spec.typed_params())
 
 
 GroupFn = Callable[[list[TaskContext]], list[dict[str, Any]]]
@@ -202,11 +243,15 @@ def group_key(spec: TaskSpec) -> str | None:
 def group_function(spec: TaskSpec) -> GroupFn:
     """Import the function that runs a group of tasks of ``spec``'s kind."""
     if spec.group_function:
-        return load_target(spec.group_function)
-    group = _group(spec.kind)
-    if group is None:
-        raise ValueError(f"task kind {spec.kind!r} does not run in groups")
-    return load_target(group[1])
+        function = load_target(spec.group_function)
+    else:
+        group = _group(spec.kind)
+        if group is None:
+            raise ValueError(f"task kind {spec.kind!r} does not run in groups")
+        function = load_target(group[1])
+    if not spec.params_model:
+        return function
+    return lambda ctxs: function([(ctx, ctx.spec.typed_params()) for ctx in ctxs])
 
 
 def topological(tasks: list[Task]) -> list[Task]:

@@ -270,3 +270,118 @@ def filter_dataset(
     )
     atomic_write_json(report_path or default_report_path(out_path), report.model_dump(mode="json"))
     return report
+
+
+def filter_and_check(
+    data: Path,
+    out: Path,
+    cfg: FilterConfig,
+    *,
+    note: dict[str, Any] | None = None,
+    checks: list[dict[str, Any]] | None = None,
+    judges: list[Any] | None = None,
+    trait: str | None = None,
+    references: list[str] | None = None,
+    judge_cache: Path | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The filter, then the check chain, over generated data; what the engine's filter runs.
+
+    Writes ``accepted.jsonl``, ``report.json`` and every row's verdict (``verdicts.jsonl``)
+    into ``out``. Judge verdicts are cached under ``judge_cache``, so a killed run asks a
+    judge only about rows it had not judged.
+
+    Args:
+        data: the generated rows (``data.jsonl``).
+        out: the output folder.
+        cfg: the filter.
+        note: extra entries for the report (how the data was decoded).
+        checks: the checks after the filter (:data:`~sublearn.filters.checks.Check` as JSON).
+        judges: each check's :class:`~sublearn.judges.config.JudgeConfig` (None: no judge).
+        trait: the trait word judges look for.
+        references: each prompt's reference answer by position, when a check reads it
+            (generated rows are numbered by prompt position, generation/stage.py).
+        judge_cache: a folder that survives interruptions, for judge caches.
+        device: where a local judge runs.
+
+    Returns:
+        Total and accepted rows (and each check's counts).
+    """
+    first: dict[str, str | None] = {}
+    report = filter_dataset(
+        data,
+        out / "accepted.jsonl",
+        cfg,
+        report_path=out / "report.json",
+        on_verdict=lambda record, reason: first.__setitem__(str(record["id"]), reason),
+    )
+    # ``out`` may be a temporary folder renamed into place later: name the output relative
+    # to it, where it will stay.
+    dump = report.model_copy(update={"output_path": "accepted.jsonl"}).model_dump(mode="json")
+    dump |= note or {}
+    atomic_write_json(out / "report.json", dump)
+    if not checks:
+        _write_rows(
+            out / "verdicts.jsonl",
+            [{"id": i, "kept": r is None, "reason": r} for i, r in first.items()],
+        )
+        return {"total": report.total, "accepted": report.accepted}
+    assert judges is not None and judge_cache is not None
+    return _check_chain(out, dump, first, checks, judges, trait, references, judge_cache, device)
+
+
+def _check_chain(
+    out: Path,
+    report: dict[str, Any],
+    first: dict[str, str | None],
+    raw_checks: list[dict[str, Any]],
+    judge_configs: list[Any],
+    trait: str | None,
+    prompt_references: list[str] | None,
+    judge_cache: Path,
+    device: str,
+) -> dict[str, Any]:
+    """The check chain after the filter: rewrites accepted.jsonl, report.json, verdicts."""
+    import json
+
+    from pydantic import TypeAdapter
+
+    from sublearn.filters.checks import Check, JudgeCheck, run_checks, with_checks
+    from sublearn.judges.config import make_judge
+
+    checks = [TypeAdapter(Check).validate_python(c) for c in raw_checks]
+    rows = [json.loads(line) for line in (out / "accepted.jsonl").read_text().splitlines()]
+    references = None
+    if prompt_references is not None:
+        references = {r["id"]: prompt_references[int(r["id"])] for r in rows}
+    judges: list[Any] = []
+    try:
+        for i, (check, jcfg) in enumerate(zip(checks, judge_configs, strict=True)):
+            if not isinstance(check, JudgeCheck):
+                judges.append(None)
+                continue
+            jcfg = jcfg.model_copy(update={"device": device})
+            judges.append(
+                make_judge(jcfg, cache_path=judge_cache / f"judge-{i}.jsonl", target=trait)
+            )
+        verdicts, counts = run_checks(rows, checks, references=references, judges=judges)
+    finally:
+        for judge in judges:
+            if judge is not None:
+                judge.close()
+    kept = {v.id for v in verdicts if v.reason is None}
+    _write_rows(out / "accepted.jsonl", [r for r in rows if str(r["id"]) in kept])
+    by_id = {v.id: v.to_dict() for v in verdicts}
+    _write_rows(
+        out / "verdicts.jsonl",
+        [by_id.get(i, {"id": i, "kept": False, "reason": r}) for i, r in first.items()],
+    )
+    report = with_checks(report, rows, verdicts, counts)
+    atomic_write_json(out / "report.json", report)
+    return {"total": report["total"], "accepted": len(kept), "checks": counts}
+
+
+def _write_rows(path: Path, records: list[dict[str, Any]]) -> None:
+    import json
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))

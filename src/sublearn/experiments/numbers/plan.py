@@ -18,6 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from sublearn.backends.refs import ModelRef
+from sublearn.engine.params import (
+    DatasetSource,
+    DefendParams,
+    EvaluateParams,
+    FilterParams,
+    GenerateParams,
+    ICLContext,
+    LossParams,
+    ModelInput,
+    ModelReference,
+    PairParams,
+    Sampling,
+    TeacherParams,
+    TeacherRecipe,
+    TrainParams,
+    WorldParams,
+)
 from sublearn.engine.task import Task
 from sublearn.errors import PlanError, SublearnError
 from sublearn.evaluation.config import EvalConfig
@@ -30,7 +47,9 @@ from sublearn.experiments.numbers.config import (
     measures,
 )
 from sublearn.filters.checks import JudgeCheck
-from sublearn.finetune.config import ApiFinetuneSettings, FinetuneConfig
+from sublearn.filters.stage import FilterConfig
+from sublearn.finetune.config import FinetuneConfig
+from sublearn.judges.config import JudgeConfig
 from sublearn.prompts.kinds import prompt_params
 from sublearn.prompts.persona import preference_system_prompt
 
@@ -56,16 +75,16 @@ class ModelSource:
     system_prompt: str | None = None
     serve: str | None = None
 
-    def param(self, role: str) -> dict[str, Any]:
+    def param(self, role: str) -> ModelInput | ModelReference:
         """The source as task params: an input role and subfolder, or a reference."""
-        serve = {"serve": self.serve} if self.serve else {}
         if self.task is not None:
-            return {"input": role, "sub": self.sub, "system_prompt": self.system_prompt, **serve}
-        return {
-            "ref": self.ref,
-            "fingerprint": self.fingerprint,
-            "system_prompt": self.system_prompt,
-        }
+            return ModelInput(
+                input=role, sub=self.sub, system_prompt=self.system_prompt, serve=self.serve
+            )
+        assert self.ref is not None
+        return ModelReference(
+            ref=self.ref, fingerprint=self.fingerprint, system_prompt=self.system_prompt
+        )
 
     def inputs(self, role: str) -> dict[str, Task]:
         """The upstream task under ``role``, if any."""
@@ -154,12 +173,7 @@ class _Builder:
     def world(self, name: str) -> Task:
         if name not in self.worlds:
             wcfg = self.cfg.toy_worlds[name]
-            self.worlds[name] = Task(
-                "world",
-                f"world/{name}",
-                params=wcfg.key_dump(),
-                runtime={"threads": wcfg.threads, "workers": wcfg.workers},
-            )
+            self.worlds[name] = Task.of("world", f"world/{name}", WorldParams.of(wcfg))
         return self.worlds[name]
 
     # -------------------------------------------------------------- teachers
@@ -175,35 +189,39 @@ class _Builder:
             return base.with_prompt(prompt), base.with_prompt(kind.control_system_prompt)
         sources = []
         for role in ("trait", "control"):
-            params: dict[str, Any] = {
-                "role": role,
-                "base": base.param("base"),
-                "trait": spec.trait.model_dump(mode="json"),
-                # A dataset teacher is its file's content (params["dataset"]), not its path
-                # nor its control's: one teacher serves every control it is matched with.
-                "kind": kind.model_dump(mode="json", exclude={"finetune", "path", "control_path"}),
-                "finetune": _semantic(kind.finetune),
-            }
             inputs = base.inputs("base")
+            extra: dict[str, Any] = {}
             if isinstance(kind, DatasetTeacher):
+                # A dataset teacher is its file's content, not its path nor its control's:
+                # one teacher serves every control it is matched with.
                 path = kind.path if role == "trait" else kind.control_path
                 if path.startswith("toy:"):
                     # A dataset the toy world writes: the world task is its input.
                     world, _, dataset = path[4:].partition("/")
-                    params["dataset"] = {"toy": dataset}
+                    extra["dataset"] = DatasetSource(toy=dataset)
                     inputs = {**inputs, "world": self.world(world)}
                 else:
-                    params["dataset"] = {"path": str(Path(path).resolve()), "sha256": _sha(path)}
+                    extra["dataset"] = DatasetSource(
+                        path=str(Path(path).resolve()), sha256=_sha(path)
+                    )
             elif isinstance(kind, FinetunedTeacher):
-                params["filter"] = self.cfg.data.filter.model_dump(mode="json")
-                params["prompts"] = prompt_params(self.cfg.data.prompts)
-                params["max_new_tokens"] = self.cfg.data.generation.max_new_tokens
-            task = Task(
+                extra["filter"] = self.cfg.data.filter
+                extra["prompts"] = prompt_params(self.cfg.data.prompts)
+                extra["max_new_tokens"] = self.cfg.data.generation.max_new_tokens
+            params = TeacherParams(
+                role=role,
+                base=base.param("base"),
+                trait=spec.trait,
+                kind=TeacherRecipe.of(kind),
+                finetune=kind.finetune,
+                **extra,
+                **self.runtime,
+            )
+            task = Task.of(
                 "teacher",
                 f"teacher/{spec.label()}" + ("" if role == "trait" else "/control"),
-                params=params,
-                inputs=inputs,
-                runtime=self.runtime,
+                params,
+                inputs,
             )
             sources.append(ModelSource(task=task, sub="model"))
         return sources[0], sources[1]
@@ -211,39 +229,43 @@ class _Builder:
     def data(self, name: str, source: ModelSource, word: str) -> Task:
         """Generate and filter one teacher's replies to the experiment's prompts."""
         gen = self.cfg.data.generation
-        generate = Task(
+        generate = Task.of(
             "generate",
             f"generate/{name}",
-            params={
-                "model": source.param("model"),
-                "prompts": prompt_params(self.cfg.data.prompts),
-                "sampling": gen.output_settings(),
-                "dtype": self.cfg.dtype,
-            },
-            inputs=source.inputs("model"),
-            runtime={**self.runtime, "batch_size": gen.batch_size, "chunk_size": gen.chunk_size},
+            GenerateParams(
+                model=source.param("model"),
+                prompts=prompt_params(self.cfg.data.prompts),
+                sampling=Sampling.model_validate(gen.output_settings()),
+                dtype=self.cfg.dtype,
+                **{**self.runtime, "batch_size": gen.batch_size},
+                chunk_size=gen.chunk_size,
+            ),
+            source.inputs("model"),
         )
         data = self.cfg.data
         fcfg = data.filter
-        words = sorted({*fcfg.leakage_words, word})
-        params: dict[str, Any] = {
-            "filter": fcfg.model_dump(mode="json") | {"leakage_words": words, "keep": None}
+        update: dict[str, Any] = {
+            "leakage_words": sorted({*fcfg.leakage_words, word}),
+            "keep": None,
         }
         if data.prompts.type != "numbers":
-            params["filter"]["check_format"] = False
+            update["check_format"] = False
+        checks: dict[str, Any] = {}
         if data.checks:
-            params["checks"] = [c.model_dump(mode="json", exclude={"judge"}) for c in data.checks]
-            params["judges"] = [self.judge_params(c) for c in data.checks]
-            params["trait"] = word
+            checks = {
+                # A check's judge goes in `judges`, where its speed settings are left out.
+                "checks": [c.model_dump(mode="json", exclude={"judge"}) for c in data.checks],
+                "judges": [self.judge_params(c) for c in data.checks],
+                "trait": word,
+            }
             if data.prompts.type == "cot":  # the answer check reads each prompt's reference
-                params["prompts"] = prompt_params(data.prompts)
-        filt = Task(
-            "filter",
-            f"filter/{name}",
-            params=params,
-            inputs={"data": generate},
-            runtime=self.runtime,
+                checks["prompts"] = prompt_params(data.prompts)
+        params = FilterParams(
+            filter=FilterConfig.model_validate(fcfg.model_dump() | update),
+            **checks,
+            **self.runtime,
         )
+        filt = Task.of("filter", f"filter/{name}", params, {"data": generate})
         self.plan.filters[name] = filt
         return filt
 
@@ -272,36 +294,30 @@ class _Builder:
             # A preference config leaves out its type: the keys of tasks planned before
             # evaluation kinds existed stay valid.
             exclude = {"batch_size"} | ({"type"} if ecfg.type == "preference" else set())
-            params: dict[str, Any] = {
-                "model": source.param("model"),
-                "evaluation": (
+            params = EvaluateParams(
+                model=source.param("model"),
+                evaluation=(
                     ecfg.key_dump(exclude)
                     if isinstance(ecfg, EvalConfig)
                     else ecfg.model_dump(mode="json", exclude=exclude)
                 ),
-                "targets": targets,
-                "context": context,
-                "dtype": self.cfg.dtype,
-            }
-            if ecfg.type == "freeform":
-                params["judge"] = self.judge_params(None)
-            task = Task(
-                "evaluate",
-                f"evaluate/{name}/{ev}",
-                params=params,
-                inputs=inputs,
-                runtime={**self.runtime, "batch_size": ecfg.batch_size},
+                targets=targets,
+                context=None if context is None else ICLContext.model_validate(context),
+                dtype=self.cfg.dtype,
+                judge=self.judge_params(None) if ecfg.type == "freeform" else None,
+                **{**self.runtime, "batch_size": ecfg.batch_size},
             )
+            task = Task.of("evaluate", f"evaluate/{name}/{ev}", params, inputs)
             out[ev] = self.evals.setdefault(task.id, task)
         return out
 
-    def judge_params(self, check: Any) -> dict[str, Any] | None:
-        """The judge of a check (its own, else the experiment's) as task params."""
+    def judge_params(self, check: Any) -> JudgeConfig | None:
+        """The judge of a check (its own, else the experiment's)."""
         if check is not None and not isinstance(check, JudgeCheck):
             return None
         judge = (check.judge if check is not None else None) or self.cfg.judge
         assert judge is not None  # the config validator asks for one where it is needed
-        return judge.model_dump(mode="json", exclude={"device", "batch_size"})
+        return judge
 
     # ---------------------------------------------------------------- design
 
@@ -338,18 +354,18 @@ class _Builder:
         teacher_src = {"treatment": trait_src, "control": control_src}
         resample = cfg.data.resample
         for seed in cfg.students.seeds:
-            pair = Task(
+            pair = Task.of(
                 "pair",
                 f"pair/{name}/s{seed}",
-                params={
-                    "rows": cfg.data.rows,
-                    "min_rows": cfg.data.min_rows,
-                    "resample": resample,
-                    "seed": 0 if resample == "fixed" else seed,
-                    "teacher": name,
-                    **({"holdout": cfg.data.holdout_rows} if cfg.data.holdout_rows else {}),
-                },
-                inputs={"treatment": trait_data, "control": control_data},
+                PairParams(
+                    rows=cfg.data.rows,
+                    min_rows=cfg.data.min_rows,
+                    resample=resample,
+                    seed=0 if resample == "fixed" else seed,
+                    teacher=name,
+                    holdout=cfg.data.holdout_rows or None,
+                ),
+                {"treatment": trait_data, "control": control_data},
             )
             self.plan.pairs[pair.name] = pair
             for objective in cfg.sections_for(name):
@@ -391,22 +407,22 @@ class _Builder:
             "control_teacher": "control_teacher",
         }
         inputs: dict[str, Task] = {"data": pair}
-        models = {}
+        models: dict[str, ModelInput | ModelReference] = {}
         for key, role in roles.items():
             inputs |= sources[key].inputs(role)
             models[role] = sources[key].param(role)
         steps = self.cfg.defences[defence].data
-        task = Task(
+        task = Task.of(
             "defend",
             f"defend/{name}/{defence}/s{seed}",
-            params={
-                "defences": [d.model_dump(mode="json") for d in steps],
-                "trait": spec.trait.model_dump(mode="json"),
-                "models": models,
-                "dtype": self.cfg.dtype,
-            },
-            inputs=inputs,
-            runtime=self.runtime,
+            DefendParams(
+                defences=[d.model_dump(mode="json") for d in steps],
+                trait=spec.trait,
+                models=models,
+                dtype=self.cfg.dtype,
+                **self.runtime,
+            ),
+            inputs,
         )
         self.plan.defends[task.name] = task
         return task
@@ -443,29 +459,30 @@ class _Builder:
         else:
             ftcfg = (ftcfg or cfg.students.objectives[objective]).model_copy(update={"seed": seed})
             inputs = {**base.inputs("base"), "data": data}
-            params: dict[str, Any] = {
-                "base": base.param("base"),
-                "condition": condition,
-                "finetune": _semantic(ftcfg),
-            }
-            if ftcfg.objective == "kl":
-                params["teacher"] = teacher.param("teacher")
+            kl = ftcfg.objective == "kl"
+            if kl:
                 inputs |= teacher.inputs("teacher")
-            train = Task(
-                "train", f"train/{label}", params=params, inputs=inputs, runtime=self.runtime
+            params = TrainParams(
+                base=base.param("base"),
+                condition=condition,  # pyright: ignore[reportArgumentType]
+                finetune=ftcfg,
+                teacher=teacher.param("teacher") if kl else None,
+                **self.runtime,
             )
+            train = Task.of("train", f"train/{label}", params, inputs)
             serve = "vllm" if self.provider(base_key) == "vllm" else None
             student = ModelSource(task=train, sub="model", serve=serve)
             evals = self.evaluate(f"student/{label}", student)
             if cfg.data.holdout_rows:
                 self.plan.losses.append(
                     Observation(
-                        Task(
+                        Task.of(
                             "loss",
                             f"loss/{label}",
-                            params={"model": student.param("model"), "dtype": cfg.dtype},
-                            inputs={**student.inputs("model"), "data": pair},
-                            runtime=self.runtime,
+                            LossParams(
+                                model=student.param("model"), dtype=cfg.dtype, **self.runtime
+                            ),
+                            {**student.inputs("model"), "data": pair},
                         ),
                         {
                             "teacher": name,
@@ -498,16 +515,6 @@ class _Builder:
                     },
                 )
             )
-
-
-def _semantic(ftcfg: FinetuneConfig) -> dict[str, Any]:
-    """A fine-tune config without the settings that only change where it runs.
-
-    Default API settings are left out too, so that adding them kept every local task's key.
-    """
-    exclude = {"device"} | ({"api"} if ftcfg.api == ApiFinetuneSettings() else set())
-    exclude |= ftcfg.unused_later_fields()
-    return ftcfg.model_dump(mode="json", exclude=exclude)
 
 
 def _sha(path: str) -> str:

@@ -1,0 +1,149 @@
+"""Typed task params: every planned task's params are its kind's model, the key hashes
+what the model declares part of it, and every speed setting is declared out of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from sublearn.config import load_config
+from sublearn.engine.params import PARAMS, PairParams, TaskParams, TrainParams
+from sublearn.engine.task import KINDS, Task, topological
+from sublearn.experiments.numbers.config import ExperimentConfig
+from sublearn.experiments.numbers.plan import build_plan
+from sublearn.keys import field_paths, key_params, runtime_params, speed_paths
+from sublearn.presets import config_root
+from tests.engine.test_task_keys import CONFIGS, FULL
+
+SPEED_NAMES = {
+    "device",
+    "batch_size",
+    "threads",
+    "workers",
+    "chunk_size",
+    "executor",
+    "providers",
+    "tensorboard",
+}
+"""Names that mean a speed setting wherever they appear in task params."""
+SCIENCE = {
+    "pretrain.batch_size": "a toy base's pretraining batch changes its weights",
+    "finetune.batch_size": "the training batch changes the gradient steps",
+    "finetune.api.batch_size": "an API fine-tune's batch changes the gradient steps",
+}
+"""Fields with a speed setting's name that change the output, and why."""
+
+
+def _tasks(name: str, overrides: tuple[str, ...] = ()) -> list[Task]:
+    cfg = load_config(ExperimentConfig, config_root() / f"{name}.yaml", list(overrides))
+    return topological(build_plan(cfg, fingerprint=lambda ref: ref).tasks)
+
+
+def test_every_engine_kind_declares_a_params_model() -> None:
+    for kind, model in PARAMS.items():
+        assert KINDS.metadata(kind)["params"].endswith(f":{model.__name__}")
+        assert model.model_config.get("extra") == "forbid"
+        for path, info in _fields(model):
+            assert info.description, f"{kind}: {path} has no description"
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    from sublearn.keys import _nested_models  # pyright: ignore[reportPrivateUsage]
+
+    out = []
+    for name, info in model.model_fields.items():
+        out.append((prefix + name, info))
+        for sub in _nested_models(info.annotation):
+            out += _fields(sub, f"{prefix}{name}.")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"), CONFIGS, ids=[" ".join([n, *o]) for n, o in CONFIGS]
+)
+def test_stored_params_are_the_kind_model_exactly(name: str, overrides: tuple[str, ...]) -> None:
+    """Validated from what the store holds, a model gives back the same params and runtime."""
+    for task in _tasks(name, overrides):
+        model = PARAMS[task.kind].from_spec(task.params, task.runtime)
+        assert key_params(model) == task.params, task.name
+        assert runtime_params(model) == task.runtime, task.name
+        assert task.spec().typed_params() == model
+
+
+def test_every_speed_setting_is_declared_out_of_the_key() -> None:
+    for kind, model in PARAMS.items():
+        named = {p for p in field_paths(model) if p.rsplit(".", 1)[-1] in SPEED_NAMES}
+        undeclared = named - speed_paths(model) - set(SCIENCE)
+        assert not undeclared, f"{kind}: speed settings hashed into the key: {sorted(undeclared)}"
+    # What a plan puts in a task's runtime is exactly its model's top-level speed fields.
+    for task in _tasks(FULL):
+        top = {p for p in speed_paths(PARAMS[task.kind]) if "." not in p}
+        assert set(task.runtime) <= top, task.name
+
+
+def _changed(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, dict):
+        return {**value, "changed": 1}
+    return None if value is not None else 1
+
+
+def _replace(model: BaseModel, path: str, value: Any) -> BaseModel:
+    head, _, rest = path.partition(".")
+    if rest:
+        inner = getattr(model, head)
+        return model.model_copy(update={head: _replace(inner, rest, value)})
+    return model.model_copy(update={head: value})
+
+
+def _get(model: Any, path: str) -> Any:
+    for part in path.split("."):
+        model = getattr(model, part)
+    return model
+
+
+def test_a_speed_setting_moves_no_key_and_a_science_field_does() -> None:
+    seen = set()
+    for task in _tasks(FULL, ("data.holdout_rows=20",)):
+        if task.kind in seen:
+            continue
+        seen.add(task.kind)
+        model = PARAMS[task.kind].from_spec(task.params, task.runtime)
+        key = Task.of(task.kind, task.name, model, task.inputs).key
+        assert key == task.key
+        for path in speed_paths(type(model)):
+            try:
+                current = _get(model, path)
+            except AttributeError:  # inside an optional section that is off
+                continue
+            faster = _replace(model, path, _changed(current))
+            assert Task.of(task.kind, task.name, faster, task.inputs).key == key, path
+    assert seen == set(PARAMS) - {"defend"}
+    train = next(t for t in _tasks(FULL) if t.kind == "train")
+    model = TrainParams.from_spec(train.params, train.runtime)
+    for path in ("finetune.seed", "finetune.learning_rate", "condition", "base.sub"):
+        value = _get(model, path)
+        other = "control" if value == "treatment" else _changed(value)
+        moved = _replace(model, path, other)
+        assert Task.of("train", train.name, moved, train.inputs).key != train.key, path
+    # A later field moves the key once it leaves its default, not before.
+    sgd = _replace(model, "finetune.optimizer", "sgd")
+    assert Task.of("train", train.name, sgd, train.inputs).key != train.key
+    assert "optimizer" not in train.params["finetune"]
+
+
+def test_unknown_params_are_refused_at_the_boundary() -> None:
+    params = {"rows": 10, "min_rows": 1, "resample": "fixed", "seed": 0, "teacher": "t"}
+    assert PairParams.from_spec(params, {}).rows == 10
+    with pytest.raises(ValidationError, match="colour"):
+        PairParams.from_spec({**params, "colour": "red"}, {})
+    with pytest.raises(ValidationError, match="min_rows"):
+        PairParams.from_spec({k: v for k, v in params.items() if k != "min_rows"}, {})
+    assert issubclass(PairParams, TaskParams)
