@@ -79,11 +79,6 @@ register_kind(
 register_kind("evaluate", f"{_KINDS}:run_evaluate", 1, params=f"{_PARAMS}:EvaluateParams")
 register_kind("defend", f"{_KINDS}:run_defend", 1, params=f"{_PARAMS}:DefendParams")
 register_kind("loss", f"{_KINDS}:run_loss", 1, params=f"{_PARAMS}:LossParams")
-# Commands that run as one task each (their modules hold the params and the function).
-register_kind("mnist", "sublearn.experiments.mnist.task:run_mnist", 1)
-register_kind("theory", "sublearn.experiments.theory.task:run_theory", 1)
-register_kind("audit", "sublearn.audit.task:run_audit_task", 1)
-register_kind("defend-file", "sublearn.defend.task:run_defend_file", 1)
 # Commands that run as one task each (H19c; their modules hold the params and the function).
 register_kind("mnist", "sublearn.experiments.mnist.task:run_mnist", 1)
 register_kind("theory", "sublearn.experiments.theory.task:run_theory", 1)
