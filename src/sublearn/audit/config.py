@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 
 ALPHA = 0.001
 
@@ -198,11 +199,15 @@ class AuditConfig(Config):
         description="Audit a seeded random sample of at most this many rows of each file.",
     )
     seed: int = Field(default=0, description="Seed of row sampling and permutations.")
-    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    device: str = Field(
+        default="auto", description="auto, cpu or cuda[:N].", json_schema_extra=SPEED_MARK
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype of local models."
     )
-    batch_size: int = Field(default=64, gt=0, description="Rows per forward pass.")
+    batch_size: int = Field(
+        default=64, gt=0, description="Rows per forward pass.", json_schema_extra=SPEED_MARK
+    )
     out: str = Field(default="runs/audit", description="Folder for audit.json, audit.md, figures.")
 
     @model_validator(mode="after")

@@ -2,12 +2,12 @@
 
 The key hashes the audit config with its data and control files replaced by the SHA-256
 of their content, each model reference's fingerprint, and neither the report folder nor
-the speed settings (device, batch size). The task's folder holds what the command writes
-to ``--out``: ``audit.json``, ``audit.md``, ``figures/`` and the token scores
-(``scores/``). Scores are cached in the task's state folder while it runs, so a killed
-audit resumes without scoring again what it had scored; scores already in the report
-folder from an earlier audit of the same files are reused too (they are keyed by model,
-file content, rows and system prompt).
+the speed settings (device, batch size: declared on the config's fields). The task's
+folder holds what the command writes to ``--out``: ``audit.json``, ``audit.md``,
+``figures/`` and the token scores (``scores/``). Scores are cached in the task's state
+folder while it runs, so a killed audit resumes without scoring again what it had
+scored; scores already in the report folder from an earlier audit of the same files are
+reused too (they are keyed by model, file content, rows and system prompt).
 """
 
 from __future__ import annotations
@@ -24,19 +24,20 @@ from sublearn.engine.task import Task, TaskContext
 from sublearn.errors import ModelError
 from sublearn.experiments.copy_out import copy_entry
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
+from sublearn.keys import key_params
 
 KIND = "audit"
 
-SPEED_FIELDS = ("device", "batch_size", "out")
-"""Settings that change only speed, or where the report goes; left out of the key."""
+LOCATIONS = ("out",)
+"""Where the report goes; left out of the key."""
 
 
 class AuditParams(Config):
     """What determines an ``audit`` task's output."""
 
     audit: AuditConfig = Field(
-        description="The audit, its data and control as content digests (sha256:...), its "
-        "report folder and speed settings at their defaults."
+        description="The audit, its data and control as content digests (sha256:...), "
+        "without its report folder (its speed settings left out of the key)."
     )
     models: dict[str, str] = Field(
         description="Each model reference (base, teachers) -> its content fingerprint."
@@ -60,7 +61,7 @@ def keyed_params(cfg: AuditConfig) -> dict[str, Any]:
     Raises:
         DataError: the data or control file does not exist.
     """
-    keyed = at_defaults(cfg, SPEED_FIELDS).model_copy(
+    keyed = at_defaults(cfg, LOCATIONS).model_copy(
         update={
             "data": file_digest(cfg.data),
             "control": file_digest(cfg.control) if cfg.control is not None else None,
@@ -68,7 +69,7 @@ def keyed_params(cfg: AuditConfig) -> dict[str, Any]:
     )
     refs = [r for r in (cfg.base, *cfg.teachers) if r is not None]
     models = {ref: _fingerprint(ref) for ref in dict.fromkeys(refs)}
-    return AuditParams(audit=keyed, models=models).model_dump(mode="json")
+    return key_params(AuditParams(audit=keyed, models=models))
 
 
 def audit_task(cfg: AuditConfig) -> Task:

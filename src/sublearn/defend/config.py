@@ -28,6 +28,7 @@ from pydantic import Field, model_validator
 from sublearn.audit.config import TraitWord
 from sublearn.backends.providers import ProvidersConfig
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 
 __all__ = [
     "DEFAULT_PARAPHRASE_INSTRUCTION",
@@ -223,12 +224,17 @@ class DefendConfig(Config):
     defences: list[Defence] = Field(
         default_factory=list, description="Defences to apply, in this order."
     )
-    device: str = Field(default="auto", description="auto, cpu or cuda[:N].")
+    device: str = Field(
+        default="auto", description="auto, cpu or cuda[:N].", json_schema_extra=SPEED_MARK
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype of local models."
     )
-    batch_size: int = Field(default=64, gt=0, description="Rows per forward pass.")
+    batch_size: int = Field(
+        default=64, gt=0, description="Rows per forward pass.", json_schema_extra=SPEED_MARK
+    )
     providers: ProvidersConfig = Field(
+        json_schema_extra=SPEED_MARK,
         default_factory=ProvidersConfig,
         description="Settings of openai: and vllm: models (e.g. a paraphrase model's server).",
     )

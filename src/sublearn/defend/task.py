@@ -3,9 +3,9 @@
 The key hashes the defence config with the dataset (and any other teachers' files that
 ``mix_teachers`` reads) replaced by the SHA-256 of their content, each model reference's
 fingerprint, and neither the output path nor the speed settings (device, batch size,
-provider settings). The task's folder holds the cleaned copy (``data.jsonl``) and its
-report (``data.jsonl.report.json``), which the command copies to ``--out`` and
-``<out>.report.json``.
+provider settings: declared on the config's fields). The task's folder holds the cleaned
+copy (``data.jsonl``) and its report (``data.jsonl.report.json``), which the command
+copies to ``--out`` and ``<out>.report.json``.
 
 The ``defend`` kind of experiments (``engine/kinds.py``) cleans a seed's paired rows
 from the store; this one cleans a user's file. Both call :func:`run_defences`.
@@ -23,12 +23,10 @@ from sublearn.defend.config import DefendConfig
 from sublearn.engine.task import Task, TaskContext
 from sublearn.errors import ModelError
 from sublearn.experiments.copy_out import copy_file
-from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
+from sublearn.experiments.keyed import file_digest, require_unchanged
+from sublearn.keys import key_params
 
 KIND = "defend-file"
-
-SPEED_FIELDS = ("device", "batch_size", "providers")
-"""Settings that change only speed or where models are served; left out of the key."""
 
 CLEANED = "data.jsonl"
 """The cleaned copy inside the task's folder; its report is ``CLEANED + ".report.json"``."""
@@ -38,8 +36,8 @@ class DefendFileParams(Config):
     """What determines a ``defend-file`` task's output."""
 
     defend: DefendConfig = Field(
-        description="The defences, with every file as its content digest (sha256:...), no "
-        "output path and the speed settings at their defaults."
+        description="The defences, with every file as its content digest (sha256:...) and "
+        "no output path (its speed settings left out of the key)."
     )
     models: dict[str, str] = Field(
         description="Each model reference (base, teacher, paraphraser) -> its fingerprint."
@@ -61,7 +59,7 @@ def keyed_params(cfg: DefendConfig) -> dict[str, Any]:
     Raises:
         DataError: an input file does not exist.
     """
-    keyed = at_defaults(cfg, SPEED_FIELDS).model_dump(mode="json")
+    keyed = cfg.model_dump(mode="json")
     keyed |= {"data": file_digest(cfg.data), "out": ""}
     refs = [cfg.base, cfg.teacher]
     for defence in keyed["defences"]:
@@ -70,8 +68,7 @@ def keyed_params(cfg: DefendConfig) -> dict[str, Any]:
         if defence["type"] == "paraphrase":
             refs.append(defence["model"])
     models = {ref: _fingerprint(ref) for ref in dict.fromkeys(r for r in refs if r is not None)}
-    params = DefendFileParams(defend=DefendConfig.model_validate(keyed), models=models)
-    return params.model_dump(mode="json")
+    return key_params(DefendFileParams(defend=DefendConfig.model_validate(keyed), models=models))
 
 
 def defend_task(cfg: DefendConfig) -> Task:

@@ -3,8 +3,9 @@
 ``sublearn mnist``, ``theory``, ``audit`` and ``defend`` run as engine tasks. Each task's
 params are its command's config in *keyed form*: every input file a path names is
 replaced by the SHA-256 of its content (``sha256:<hex>``), every model reference is
-paired with its fingerprint, and settings that only change speed (threads, device, batch
-sizes) are reset to their defaults. The full config, paths and speed settings included,
+paired with its fingerprint, output locations are reset to their defaults, and settings
+that only change speed (threads, device, batch sizes), declared so on their fields
+(:mod:`sublearn.keys`), are left out. The full config, paths and speed settings included,
 travels in the task's ``runtime``, which is not hashed; the task recomputes the keyed
 form from it and refuses to run when it differs (a file edited since the task was
 planned), so a store entry always holds what its key says.
@@ -42,7 +43,7 @@ def file_digest(path: str | Path) -> str:
 
 
 def at_defaults(cfg: C, fields: Iterable[str]) -> C:
-    """A copy of ``cfg`` with ``fields`` at their defaults (speed settings out of a key)."""
+    """A copy of ``cfg`` with ``fields`` at their defaults (locations out of a key)."""
     model = type(cfg).model_fields
     update = {name: model[name].get_default(call_default_factory=True) for name in fields}
     return cfg.model_copy(update=update)

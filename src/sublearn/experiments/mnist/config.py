@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from sublearn.config import Config
+from sublearn.keys import SPEED_MARK
 
 DatasetName = Literal["digits", "mnist", "fashion-mnist"]
 NoiseKind = Literal["uniform", "gaussian", "binary", "images"]
@@ -99,11 +100,13 @@ class MnistConfig(Config):
         default=0, ge=0, description="Seeds inits, data order, noise and cross-init map."
     )
     device: str = Field(
+        json_schema_extra=SPEED_MARK,
         default="auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
         description="auto (cuda when available, else cpu), cpu, cuda or cuda:<index>.",
     )
     threads: PositiveInt | None = Field(
+        json_schema_extra=SPEED_MARK,
         default=None,
         description=(
             "Torch intra-op threads; default: the idle cores at start (CPU count minus the "
@@ -111,6 +114,7 @@ class MnistConfig(Config):
         ),
     )
     eval_batch_size: PositiveInt = Field(
+        json_schema_extra=SPEED_MARK,
         default=1000,
         description="Test images per evaluation forward pass; bounds evaluation memory.",
     )

@@ -1,7 +1,8 @@
 """``sublearn mnist`` as one engine task: the six conditions of one seed, in the store.
 
 The task's key is the experiment's config without its speed settings (device, threads,
-evaluation batch) and with the IDX files it reads identified by content, so a rerun, or
+evaluation batch: declared on the config's fields, see :mod:`sublearn.keys`) and with the
+IDX files it reads identified by content instead of by folder, so a rerun, or
 the same experiment from another folder or with other threads, is found in the store.
 Its folder holds what the command's run folder shows: ``summary.json``,
 ``per_model.csv``, ``timing.json``, ``curves.jsonl`` and ``accuracy.png``.
@@ -17,19 +18,20 @@ from sublearn.config import Config
 from sublearn.engine.task import Task, TaskContext
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
 from sublearn.experiments.mnist.config import MnistConfig
+from sublearn.keys import key_params
 
 KIND = "mnist"
 
-SPEED_FIELDS = ("device", "threads", "eval_batch_size", "data_dir")
-"""Settings that change only speed (or, for ``data_dir``, where the files are: their
-content is keyed instead); left out of the task's key."""
+LOCATIONS = ("data_dir",)
+"""Where the input files are: their content is keyed instead."""
 
 
 class MnistParams(Config):
     """What determines an ``mnist`` task's output."""
 
     experiment: MnistConfig = Field(
-        description="The experiment, with its speed settings and data folder at their defaults."
+        description="The experiment (its speed settings left out of the key), without its "
+        "data folder."
     )
     data_files: dict[str, str] = Field(
         description="SHA-256 of each IDX file read, by file stem; empty for the bundled digits."
@@ -53,9 +55,9 @@ def data_digests(cfg: MnistConfig) -> dict[str, str]:
 
 
 def keyed_params(cfg: MnistConfig) -> dict[str, Any]:
-    """The task params of ``cfg`` (JSON-ready)."""
-    params = MnistParams(experiment=at_defaults(cfg, SPEED_FIELDS), data_files=data_digests(cfg))
-    return params.model_dump(mode="json")
+    """The task params of ``cfg``: what its key hashes (JSON-ready)."""
+    params = MnistParams(experiment=at_defaults(cfg, LOCATIONS), data_files=data_digests(cfg))
+    return key_params(params)
 
 
 def mnist_task(cfg: MnistConfig) -> Task:

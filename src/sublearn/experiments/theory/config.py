@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sublearn.config import Config
 from sublearn.experiments.theory.gradients import Activation, ImitationLoss, ObjectiveKind
+from sublearn.keys import SPEED_MARK
 
 InputDistribution = Literal["uniform", "gaussian", "binary", "shifted"]
 Targets = Literal["all", "aux"]
@@ -150,7 +151,9 @@ class TheoryConfig(Config):
         default=500, ge=1, le=1_000_000, description="Random draws of (init, objective, inputs)."
     )
     seed: int = Field(default=0, ge=0, description="Seed of the whole run; draw i uses (seed, i).")
-    threads: int = Field(default=1, ge=1, le=256, description="Torch intra-op threads.")
+    threads: int = Field(
+        default=1, ge=1, le=256, description="Torch intra-op threads.", json_schema_extra=SPEED_MARK
+    )
     dtype: Literal["float64", "float32"] = Field(
         default="float64",
         description="Floating point type; float64 keeps round-off far below first-order terms.",

@@ -1,8 +1,8 @@
 """``sublearn theory`` (random MLPs) as one engine task, its files in the store.
 
-The key is the config without its thread count; the task's folder holds what the
-command's run folder shows: ``summary.json``, ``draws.csv``, ``multistep.csv`` and
-``theory.png``.
+The key is the config without its thread count (declared speed-only on the field); the
+task's folder holds what the command's run folder shows: ``summary.json``, ``draws.csv``,
+``multistep.csv`` and ``theory.png``.
 """
 
 from __future__ import annotations
@@ -13,24 +13,22 @@ from pydantic import Field
 
 from sublearn.config import Config
 from sublearn.engine.task import Task, TaskContext
-from sublearn.experiments.keyed import at_defaults, require_unchanged
+from sublearn.experiments.keyed import require_unchanged
 from sublearn.experiments.theory.config import TheoryConfig
+from sublearn.keys import key_params
 
 KIND = "theory"
-
-SPEED_FIELDS = ("threads",)
-"""Settings that change only speed; left out of the task's key."""
 
 
 class TheoryParams(Config):
     """What determines a ``theory`` task's output."""
 
-    theory: TheoryConfig = Field(description="The check, with its thread count at the default.")
+    theory: TheoryConfig = Field(description="The check (its thread count out of the key).")
 
 
 def keyed_params(cfg: TheoryConfig) -> dict[str, Any]:
-    """The task params of ``cfg`` (JSON-ready)."""
-    return TheoryParams(theory=at_defaults(cfg, SPEED_FIELDS)).model_dump(mode="json")
+    """The task params of ``cfg``: what its key hashes (JSON-ready)."""
+    return key_params(TheoryParams(theory=cfg))
 
 
 def theory_task(cfg: TheoryConfig) -> Task:
