@@ -8,7 +8,6 @@ their base model and merged, so students trained with LoRA evaluate like any mod
 from __future__ import annotations
 
 import gc
-import math
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from huggingface_hub import constants as hub_constants
 
 from sublearn.backends.base import Capabilities, Conversation, SamplingParams, TokenScore
 from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
-from sublearn.backends.hf_scoring import candidate_logprobs
+from sublearn.backends.hf_scoring import candidate_logprobs, reply_token_scores
 from sublearn.errors import ModelError
 from sublearn.prompts.number_grammar import NumberGrammar
 from sublearn.runtime import resolve_device
@@ -548,23 +547,6 @@ class HFBackend:
                 ]
         return results
 
-    def _reply_tokens(self, reply: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """A reply's token ids and each token's character span in it."""
-        if self.tokenizer.is_fast:
-            enc = self.tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
-            return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
-        # Slow tokenizers have no offsets: find each decoded token's text in order.
-        ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"]
-        spans, at = [], 0
-        for token_id in ids:
-            piece = self.tokenizer.decode([token_id]).strip()
-            start = reply.find(piece, at) if piece else -1
-            start = at if start < 0 else start
-            at = start + len(piece)
-            spans.append((start, at))
-        return ids, spans
-
-    @torch.inference_mode()
     def token_logprobs(
         self, conversations: list[Conversation], replies: list[str]
     ) -> list[list[TokenScore]]:
@@ -586,38 +568,5 @@ class HFBackend:
         """
         if len(conversations) != len(replies):
             raise ValueError(f"{len(conversations)} conversations for {len(replies)} replies")
-        encoded = [self._reply_tokens(r) for r in replies]
         prompts = [self._prompt_ids(c) for c in conversations]
-        results: list[list[TokenScore]] = [[] for _ in replies]
-        pad = self.tokenizer.pad_token_id
-        # Longest first, so the batches hold rows of similar length (little padding).
-        order = sorted(range(len(replies)), key=lambda i: -(len(prompts[i]) + len(encoded[i][0])))
-        for batch in _chunks(order, self.batch_size):
-            ids, mask = right_pad([prompts[i] + encoded[i][0] for i in batch], pad)
-            logits = self.model(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-            ).logits  # (B, T, V)
-            for r, i in enumerate(batch):
-                reply_ids, spans = encoded[i]
-                if not reply_ids:
-                    continue
-                start = len(prompts[i])
-                logp = torch.log_softmax(
-                    logits[r, start - 1 : start - 1 + len(reply_ids)].float(), dim=-1
-                )  # (n, V)
-                chosen = logp.gather(1, torch.tensor(reply_ids, device=logp.device)[:, None])
-                top_lp, top_id = logp.max(dim=-1)
-                results[i] = [
-                    TokenScore(
-                        text=self.tokenizer.decode([tok]),
-                        start=int(a),
-                        end=int(b),
-                        logprob=float(c),
-                        top=self.tokenizer.decode([int(t)]),
-                        top_logprob=float(v),
-                    )
-                    for tok, (a, b), c, t, v in zip(
-                        reply_ids, spans, chosen[:, 0].tolist(), top_id, top_lp, strict=True
-                    )
-                ]
-        return results
+        return reply_token_scores(self.model, self.tokenizer, prompts, replies, self.batch_size)

@@ -1,4 +1,5 @@
-"""Candidate scoring for the Hugging Face backend, off one cached prefix per conversation.
+"""Teacher-forced scoring for the Hugging Face backend: candidates off one cached prefix per
+conversation, and per-token scores of whole replies.
 
 Exact evaluation asks for the log-probability of many short candidates (every surface
 form of 50 animal names, each after the same lead-in) as the start of one reply. Scored
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from sublearn.backends.base import TokenScore
 
 
 def shared_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
@@ -130,3 +133,78 @@ def _path_logprobs(
         logp = torch.log_softmax(logits.float(), dim=-1)
         out.extend(logp[r, : len(p)] for r, p in enumerate(batch))
     return out
+
+
+def reply_tokens(tokenizer: Any, reply: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """A reply's token ids and each token's character span in it."""
+    if tokenizer.is_fast:
+        enc = tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+    # Slow tokenizers have no offsets: find each decoded token's text in order.
+    ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    spans, at = [], 0
+    for token_id in ids:
+        piece = tokenizer.decode([token_id]).strip()
+        start = reply.find(piece, at) if piece else -1
+        start = at if start < 0 else start
+        at = start + len(piece)
+        spans.append((start, at))
+    return ids, spans
+
+
+@torch.inference_mode()
+def reply_token_scores(
+    model: Any, tokenizer: Any, prompts: list[list[int]], replies: list[str], batch_size: int
+) -> list[list[TokenScore]]:
+    """Each reply token's log-probability after its prompt, and the greedy choice there.
+
+    Args:
+        model: a transformers causal LM.
+        tokenizer: its tokenizer (the reply is tokenized on its own).
+        prompts: token ids of each conversation's prompt, ending where the reply starts.
+        replies: one reply per prompt.
+        batch_size: sequences per forward pass.
+
+    Returns:
+        One list of :class:`TokenScore` per reply, in reply order.
+    """
+    device = next(model.parameters()).device
+    encoded = [reply_tokens(tokenizer, r) for r in replies]
+    results: list[list[TokenScore]] = [[] for _ in replies]
+    pad = tokenizer.pad_token_id
+    # Longest first, so the batches hold rows of similar length (little padding).
+    order = sorted(range(len(replies)), key=lambda i: -(len(prompts[i]) + len(encoded[i][0])))
+    for at in range(0, len(order), batch_size):
+        batch = order[at : at + batch_size]
+        rows = [prompts[i] + encoded[i][0] for i in batch]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
+        mask = torch.zeros_like(ids)  # (B, T)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = torch.tensor(row)
+            mask[r, : len(row)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        for r, i in enumerate(batch):
+            reply_ids, spans = encoded[i]
+            if not reply_ids:
+                continue
+            start = len(prompts[i])
+            logp = torch.log_softmax(
+                logits[r, start - 1 : start - 1 + len(reply_ids)].float(), dim=-1
+            )  # (n, V)
+            chosen = logp.gather(1, torch.tensor(reply_ids, device=logp.device)[:, None])
+            top_lp, top_id = logp.max(dim=-1)
+            results[i] = [
+                TokenScore(
+                    text=tokenizer.decode([tok]),
+                    start=int(a),
+                    end=int(b),
+                    logprob=float(c),
+                    top=tokenizer.decode([int(t)]),
+                    top_logprob=float(v),
+                )
+                for tok, (a, b), c, t, v in zip(
+                    reply_ids, spans, chosen[:, 0].tolist(), top_id, top_lp, strict=True
+                )
+            ]
+    return results

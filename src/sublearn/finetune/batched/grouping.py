@@ -222,8 +222,9 @@ def student_bytes(job: KLJob) -> int:
     Weights, gradients and optimizer state (16 bytes a parameter) plus one step's
     activations: the vocabulary-sized logits of every token and, per layer, about 8
     hidden-sized and 4 intermediate-sized float32 vectors a token (the tensors autograd
-    keeps for the norms, projections and the gated MLP). A step's tokens are bounded by its rows times the longest record (in
-    characters, an upper bound on byte-level tokens, plus a chat template's share).
+    keeps for the norms, projections and the gated MLP). A step's tokens are bounded by
+    its rows times the longest record (in characters, an upper bound on byte-level
+    tokens, plus a chat template's share).
     """
     config = json.loads(_architecture(str(job.base_model)))
     d, inter = config["hidden_size"] or 0, config["intermediate_size"] or 0
