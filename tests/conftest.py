@@ -15,6 +15,8 @@ for key, value in {
     "MPLCONFIGDIR": os.path.join(_CACHE, "mpl"),
     "TOKENIZERS_PARALLELISM": "false",
     "WANDB_DISABLED": "true",
+    # mnist, theory, audit and defend keep their tasks here when no --store is given.
+    "SUBLEARN_STORE": os.path.join(_CACHE, "store"),
 }.items():
     os.environ.setdefault(key, value)
 

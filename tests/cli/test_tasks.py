@@ -233,3 +233,15 @@ def test_theory_on_a_language_model_refuses_store_and_plan(tmp_path: Path) -> No
     )
     assert result.exit_code == 2 and "outside the task store" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_commands_store_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sublearn.cli.tasks import STORE_ENV, open_store
+
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "env-store"))
+    assert open_store(None).root.resolve() == (tmp_path / "env-store").resolve()
+    assert open_store(tmp_path / "given").root.resolve() == (tmp_path / "given").resolve()
+    monkeypatch.delenv(STORE_ENV)
+    assert open_store(None).root.resolve() == Path(".cache/store").resolve()

@@ -9,6 +9,7 @@ call killed mid-task leaves nothing the next one trusts, so it reruns the task.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,8 +26,8 @@ StoreOption = Annotated[
     Path | None,
     typer.Option(
         "--store",
-        help="Task store: a finished identical call is reused from it (default .cache/store, "
-        "as for `sublearn run`).",
+        help="Task store: a finished identical call is reused from it (default $SUBLEARN_STORE "
+        "if set, else .cache/store, as for `sublearn run`).",
     ),
 ]
 PlanOption = Annotated[
@@ -38,10 +39,18 @@ PlanOption = Annotated[
 ]
 
 
+# Where the commands' store is when --store is not given and the variable is unset: the
+# default store of `sublearn run`. The tests set the variable to a temporary folder, so
+# that no test reads a result an earlier run left in the checkout's store.
+STORE_ENV = "SUBLEARN_STORE"
+
+
 def open_store(path: Path | None) -> Store:
-    """The store at ``path``, or the default store of ``sublearn run``."""
+    """The store at ``path``, else at ``$SUBLEARN_STORE``, else the default of ``sublearn run``."""
     from sublearn.engine.store import Store, StoreConfig
 
+    if path is None and os.environ.get(STORE_ENV):
+        path = Path(os.environ[STORE_ENV])
     return Store(StoreConfig(path=str(path)) if path is not None else StoreConfig())
 
 
