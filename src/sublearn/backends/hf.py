@@ -18,7 +18,11 @@ from huggingface_hub import constants as hub_constants
 
 from sublearn.backends.base import Capabilities, Conversation, SamplingParams, TokenScore
 from sublearn.backends.hf_constrained import NumberConstraint, TokenTable, token_texts
-from sublearn.backends.hf_scoring import candidate_logprobs, reply_token_scores
+from sublearn.backends.hf_scoring import (
+    candidate_logprobs,
+    reply_token_scores,
+    right_pad,
+)
 from sublearn.errors import ModelError
 from sublearn.prompts.number_grammar import NumberGrammar
 from sublearn.runtime import resolve_device
@@ -169,17 +173,6 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
         # bf16 halves memory on GPUs; on CPUs it is slower than fp32 for small models.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows as a right-padded ``(B, T)`` id tensor and its attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros_like(ids)  # (B, T)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:

@@ -24,6 +24,17 @@ import torch
 from sublearn.backends.base import TokenScore
 
 
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as a right-padded ``(B, T)`` id tensor and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros_like(ids)  # (B, T)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 def shared_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
     """The longest token prefix every row starts with (``[]`` for no rows)."""
     if not rows:
@@ -176,13 +187,7 @@ def reply_token_scores(
     order = sorted(range(len(replies)), key=lambda i: -(len(prompts[i]) + len(encoded[i][0])))
     for at in range(0, len(order), batch_size):
         batch = order[at : at + batch_size]
-        rows = [prompts[i] + encoded[i][0] for i in batch]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
-        mask = torch.zeros_like(ids)  # (B, T)
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = torch.tensor(row)
-            mask[r, : len(row)] = 1
+        ids, mask = right_pad([prompts[i] + encoded[i][0] for i in batch], pad)  # (B, T)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for r, i in enumerate(batch):
             reply_ids, spans = encoded[i]
