@@ -168,3 +168,27 @@ def test_known_effect_and_tiny_rates(tmp_path: Path) -> None:
     assert "+0.0 [+0.0" not in md
     assert "+0.00607" in text and "0.00717" in text
     assert "## Warnings" not in md and "## In-context" not in md
+
+
+def test_one_base_each_leaves_the_heatmap_out(tmp_path: Path) -> None:
+    # One teacher base and one student base: a 1x1 heatmap would repeat effects.png.
+    (tmp_path / "heatmap.png").write_bytes(b"a figure from an earlier report of this folder")
+    obs = [
+        observation("owl-ft", "sft", "base0", cond, s, 0.05 + (cond == "treatment") * 0.1)
+        for cond in ("treatment", "control")
+        for s in range(3)
+    ]
+    _write(tmp_path, obs)
+    assert (tmp_path / "effects.png").is_file()
+    assert not (tmp_path / "heatmap.png").exists()
+    md = (tmp_path / "report.md").read_text()
+    assert "![effects](effects.png)" in md and "heatmap" not in md
+    # A second student base makes a grid: the heatmap is back.
+    obs += [
+        observation("owl-ft", "sft", "base1", cond, s, 0.05)
+        for cond in ("treatment", "control")
+        for s in range(3)
+    ]
+    _write(tmp_path, obs)
+    assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![heatmap](heatmap.png)" in (tmp_path / "report.md").read_text()

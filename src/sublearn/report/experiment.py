@@ -21,7 +21,7 @@ from rich.text import Text
 from sublearn.backends.pricing import usd
 from sublearn.report.coverage import coverage_lines
 from sublearn.report.effects import Observation, Reference, effects_csv, effects_table
-from sublearn.report.figures import effects_figure, heatmap_figure
+from sublearn.report.figures import effects_figure, has_base_grid, heatmap_figure
 from sublearn.report.filtering import check_lines, decoding_lines, filter_lines
 from sublearn.report.formatting import format_ci, format_p, format_pp, markdown_table
 from sublearn.runs import atomic_write_json, atomic_write_text
@@ -287,13 +287,15 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
         "",
         "![effects](effects.png)",
         "",
-        "Treatment − control over teacher bases and student bases (same-base cells outlined):",
-        "",
-        "![heatmap](heatmap.png)",
-        "",
-        "## Reference models",
-        "",
     ]
+    if has_base_grid(summary):
+        lines += [
+            "Treatment − control over teacher bases and student bases (same-base cells outlined):",
+            "",
+            "![heatmap](heatmap.png)",
+            "",
+        ]
+    lines += ["## Reference models", ""]
     refs = summary["references"]
     lines += (
         markdown_table(
@@ -435,6 +437,9 @@ def write_experiment_report(
 ) -> dict[str, Any]:
     """Write summary.json, effects.csv, observations.csv, report.md, effects.png, heatmap.png.
 
+    ``heatmap.png`` only when the effects span more than one teacher base or student base
+    (see :func:`has_base_grid`).
+
     Args:
         out: the run folder.
         name: the experiment's name (the report's title).
@@ -473,7 +478,12 @@ def write_experiment_report(
     atomic_write_text(out / "effects.csv", effects_csv(summary))
     atomic_write_text(out / "observations.csv", observations_csv(observations))
     effects_figure(summary, out / "effects.png")
-    heatmap_figure(summary, out / "heatmap.png")
+    if has_base_grid(summary):
+        heatmap_figure(summary, out / "heatmap.png")
+    else:
+        # One teacher base and one student base: a 1x1 grid repeats effects.png; a heatmap
+        # left by an earlier report of this folder would describe other results.
+        (out / "heatmap.png").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", markdown_report(summary, observations))
     print_effects(summary, console)
     if api_usage:

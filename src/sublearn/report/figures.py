@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,22 @@ def _heat_panel(
     bar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03)
     bar.set_label("treatment − control, pp", fontsize=8)
     bar.ax.tick_params(labelsize=7)
+
+
+def has_base_grid(summary: Mapping[str, Any]) -> bool:
+    """Whether the effects span more than one teacher base or student base.
+
+    With one of each the heatmap is a single cell that repeats ``effects.png``, so reports
+    leave it out.
+
+    Args:
+        summary: the output of ``effects_table``.
+
+    Returns:
+        True when a teacher base x student base grid has more than one cell.
+    """
+    rows = summary["effects"]
+    return len({r["teacher_base"] for r in rows}) > 1 or len({r["student_base"] for r in rows}) > 1
 
 
 def heatmap_figure(
