@@ -9,8 +9,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from sublearn.config import load_config
-from sublearn.engine.params import PARAMS, PairParams, TaskParams, TrainParams
+from sublearn.engine.params import PARAMS, EvaluateParams, PairParams, TaskParams, TrainParams
 from sublearn.engine.task import KINDS, Task, topological
+from sublearn.evaluation.kinds import PreferenceEvalConfig, StoriesEvalConfig
 from sublearn.experiments.numbers.config import ExperimentConfig
 from sublearn.experiments.numbers.plan import build_plan
 from sublearn.keys import field_paths, key_params, runtime_params, speed_paths
@@ -147,3 +148,38 @@ def test_unknown_params_are_refused_at_the_boundary() -> None:
     with pytest.raises(ValidationError, match="min_rows"):
         PairParams.from_spec({k: v for k, v in params.items() if k != "min_rows"}, {})
     assert issubclass(PairParams, TaskParams)
+
+
+def _evaluate_task(overrides: tuple[str, ...] = ()) -> Task:
+    return next(t for t in _tasks(FULL, overrides) if t.kind == "evaluate")
+
+
+def test_an_evaluation_is_typed_and_its_speed_and_later_fields_declared() -> None:
+    """The evaluation is its kind's model; batch size, a preference's type and its later
+    settings stay out of the key by their fields' declarations, not by the plan."""
+    task = _evaluate_task()
+    model = EvaluateParams.from_spec(task.params, task.runtime)
+    assert isinstance(model.evaluation, PreferenceEvalConfig)
+    assert not {"type", "batch_size", "answer_prefix", "min_coverage"} & set(
+        task.params["evaluation"]
+    )
+    faster = _replace(model, "evaluation.batch_size", 7)
+    assert Task.of("evaluate", task.name, faster, task.inputs).key == task.key
+    for path, value in (("evaluation.answer_prefix", "My favorite is"), ("evaluation.seed", 3)):
+        moved = _replace(model, path, value)
+        assert Task.of("evaluate", task.name, moved, task.inputs).key != task.key, path
+    # Another kind keeps its type in the key.
+    stories = _replace(model, "evaluation", StoriesEvalConfig())
+    assert key_params(stories)["evaluation"]["type"] == "stories"
+    assert "batch_size" not in key_params(stories)["evaluation"]
+
+
+def test_evaluate_params_refuse_unknown_fields() -> None:
+    task = _evaluate_task()
+    with pytest.raises(ValidationError, match="colour"):
+        EvaluateParams.from_spec({**task.params, "colour": "red"}, task.runtime)
+    evaluation = {**task.params["evaluation"], "colour": "red"}
+    with pytest.raises(ValidationError, match="colour"):
+        EvaluateParams.from_spec({**task.params, "evaluation": evaluation}, task.runtime)
+    with pytest.raises(ValidationError, match="tag"):
+        EvaluateParams.from_spec({**task.params, "evaluation": {"type": "story"}}, task.runtime)

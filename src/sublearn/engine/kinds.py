@@ -377,11 +377,8 @@ def run_evaluate(ctx: TaskContext, p: EvaluateParams) -> dict[str, Any]:
     A preference evaluation writes ``{target: {"rate", "per_question"}}`` to metrics.json;
     every other kind writes its :class:`~sublearn.evaluation.results.EvalResult`.
     """
-    from pydantic import TypeAdapter
-
     from sublearn.evaluation.kinds import (
         EvalRequest,
-        EvaluationKind,
         evaluate,
         metrics_record,
         result_summary,
@@ -395,8 +392,8 @@ def run_evaluate(ctx: TaskContext, p: EvaluateParams) -> dict[str, Any]:
         path = ctx.inputs["context"] / f"{c.condition}.jsonl"
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         context = icl_context(records, c.n, c.seed)
-    raw = {"type": "preference", **p.evaluation}
-    ecfg = TypeAdapter(EvaluationKind).validate_python({**raw, "batch_size": p.batch_size})
+    # The evaluation's own batch size is a speed field: the task's runtime holds it.
+    ecfg = p.evaluation.model_copy(update={"batch_size": p.batch_size})
     usage: dict[str, Any] = {}
     judge = None
     try:

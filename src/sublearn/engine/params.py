@@ -7,17 +7,18 @@ Plans build the same models and store them split by :func:`~sublearn.keys.key_pa
 field goes where is declared on the field (see :mod:`sublearn.keys`).
 
 Nested configs that belong to a stage (fine-tuning, filtering, judges, toy worlds) keep
-their own models; settings whose stored form another module decides (prompt kinds,
-evaluation kinds, defences, checks) are kept as that module's JSON and parsed where the
-task runs.
+their own models, as do evaluation kinds (their speed and later fields declared in
+``evaluation/``); settings whose stored form another module decides (prompt kinds,
+defences, checks) are kept as that module's JSON and parsed where the task runs.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sublearn.evaluation.kinds import EvaluationKind
 from sublearn.experiments.numbers.config import TraitSpec
 from sublearn.filters.stage import FilterConfig
 from sublearn.finetune.config import FinetuneConfig
@@ -219,13 +220,22 @@ class EvaluateParams(Speed):
     """``evaluate``: one evaluation of one model."""
 
     model: ModelSource = Field(description="The model evaluated.")
-    evaluation: dict[str, Any] = Field(
-        description="The evaluation (evaluation.kinds.EvaluationKind as its key_dump writes it)."
+    evaluation: EvaluationKind = Field(
+        description="The evaluation's settings (its batch size runs at the task's batch_size)."
     )
     targets: list[str] = Field(description="Target words of the experiment's category.")
     context: ICLContext | None = Field(description="In-context examples, if any.")
     dtype: str = Field(description="Weights dtype.")
     judge: JudgeConfig | None = later_field(None, "The judge of freeform evaluations.")
+
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _preference_by_default(cls, value: Any) -> Any:
+        # A preference evaluation's type is left out of its key (a later field), so its
+        # stored params have none.
+        if isinstance(value, dict) and "type" not in value:
+            return {**value, "type": "preference"}
+        return value
 
 
 class DefendParams(Speed):

@@ -1,4 +1,7 @@
-"""Settings of the preference evaluation, paired with ``evaluation/preference.py``."""
+"""Settings of the preference evaluation, paired with ``evaluation/preference.py``.
+
+Which fields an evaluate task's key leaves out is declared on them (:mod:`sublearn.keys`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from sublearn.config import Config
+from sublearn.keys import LATER_MARK, SPEED_MARK
 
 
 class EvalConfig(Config):
@@ -37,6 +41,8 @@ class EvalConfig(Config):
         description="Precede each question with a number sequence (the paper's variant).",
     )
     seed: int = Field(default=0, description="Seed for sampling and for the prefixed numbers.")
+    # answer_prefix and min_coverage came after preference tasks were first keyed: a task
+    # hashes them only once they leave their defaults, so those tasks keep their keys.
     answer_prefix: str | None = Field(
         default=None,
         description=(
@@ -45,6 +51,7 @@ class EvalConfig(Config):
             "rate, and also records the start-of-reply reading. Needs a local model (one that "
             "scores whole replies). None: the start of the reply only."
         ),
+        json_schema_extra=LATER_MARK,
     )
     min_coverage: float = Field(
         default=0.05,
@@ -55,14 +62,8 @@ class EvalConfig(Config):
             "category's answers (audit/candidates.yaml, plus the targets) is below this: the "
             "model's answer is mostly elsewhere, so its raw rate reads little."
         ),
+        json_schema_extra=LATER_MARK,
     )
-    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass.")
-
-    def key_dump(self, exclude: set[str]) -> dict[str, object]:
-        """The config as task params: settings added later are left out at their defaults,
-        so tasks keyed before they existed keep their keys."""
-        dump = self.model_dump(mode="json", exclude=exclude)
-        for name in ("answer_prefix", "min_coverage"):
-            if dump.get(name, ...) == type(self).model_fields[name].default:
-                del dump[name]
-        return dump
+    batch_size: int = Field(
+        default=64, gt=0, description="Sequences per forward pass.", json_schema_extra=SPEED_MARK
+    )

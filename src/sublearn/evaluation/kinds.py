@@ -30,6 +30,7 @@ from sublearn.errors import DataError
 from sublearn.evaluation.config import EvalConfig
 from sublearn.evaluation.request import EvalRequest
 from sublearn.evaluation.results import EvalResult
+from sublearn.keys import LATER_MARK, SPEED_MARK
 from sublearn.registry import Registry
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -61,13 +62,19 @@ class _Common(Config):
         default=0,
         description="Seed of sampling, option shuffles and subsets; same seed, same items.",
     )
-    batch_size: int = Field(default=64, gt=0, description="Sequences per forward pass.")
+    batch_size: int = Field(
+        default=64, gt=0, description="Sequences per forward pass.", json_schema_extra=SPEED_MARK
+    )
 
 
 class PreferenceEvalConfig(EvalConfig):
     """The one-word preference evaluation (:class:`EvalConfig`) as a union member."""
 
-    type: Literal["preference"] = Field(default="preference", description="Evaluation kind.")
+    # Preference tasks were keyed before evaluation kinds existed: their type, always the
+    # default, stays out of the key (stored params without a type are preference ones).
+    type: Literal["preference"] = Field(
+        default="preference", description="Evaluation kind.", json_schema_extra=LATER_MARK
+    )
 
 
 class StoriesEvalConfig(_Common):

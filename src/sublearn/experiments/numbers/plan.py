@@ -37,7 +37,6 @@ from sublearn.engine.params import (
 )
 from sublearn.engine.task import Task
 from sublearn.errors import PlanError, SublearnError
-from sublearn.evaluation.config import EvalConfig
 from sublearn.experiments.numbers.config import (
     DatasetTeacher,
     ExperimentConfig,
@@ -291,16 +290,11 @@ class _Builder:
             inputs = source.inputs("model")
             if context_task is not None:
                 inputs["context"] = context_task
-            # A preference config leaves out its type: the keys of tasks planned before
-            # evaluation kinds existed stay valid.
-            exclude = {"batch_size"} | ({"type"} if ecfg.type == "preference" else set())
+            # Which evaluation settings stay out of the key is declared on their fields
+            # (evaluation/config.py, evaluation/kinds.py: batch size, a preference's type).
             params = EvaluateParams(
                 model=source.param("model"),
-                evaluation=(
-                    ecfg.key_dump(exclude)
-                    if isinstance(ecfg, EvalConfig)
-                    else ecfg.model_dump(mode="json", exclude=exclude)
-                ),
+                evaluation=ecfg,
                 targets=targets,
                 context=None if context is None else ICLContext.model_validate(context),
                 dtype=self.cfg.dtype,
