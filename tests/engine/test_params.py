@@ -50,6 +50,23 @@ def test_every_engine_kind_declares_a_params_model() -> None:
             assert info.description, f"{kind}: {path} has no description"
 
 
+def test_every_shipped_kind_is_typed() -> None:
+    """Every kind the package registers (the commands' too) names a params model, and its
+    function takes (ctx, params); only the tests' debug kinds take ctx alone."""
+    from sublearn.registry import load_target
+
+    for kind in KINDS.names():
+        if (KINDS.target(kind) or "").startswith("tests."):
+            continue
+        target = KINDS.metadata(kind)["params"]
+        assert target, f"{kind}: no params model"
+        model = load_target(target)
+        assert issubclass(model, TaskParams), kind
+        assert model.model_config.get("extra") == "forbid", kind
+        for path, info in _fields(model):
+            assert info.description, f"{kind}: {path} has no description"
+
+
 def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
     from sublearn.keys import _nested_models  # pyright: ignore[reportPrivateUsage]
 

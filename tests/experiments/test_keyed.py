@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sublearn.audit.config import AuditConfig, Detector, FrequencyDetector
 from sublearn.audit.task import AuditParams, audit_task
@@ -12,9 +13,11 @@ from sublearn.defend.config import CanonicalizeDefence, Defence, DefendConfig
 from sublearn.defend.task import DefendFileParams, defend_task
 from sublearn.errors import DataError
 from sublearn.experiments.keyed import file_digest, require_unchanged
-from sublearn.experiments.mnist.task import MnistParams
-from sublearn.experiments.theory.task import TheoryParams
-from sublearn.keys import field_paths, speed_paths
+from sublearn.experiments.mnist.config import MnistConfig
+from sublearn.experiments.mnist.task import MnistParams, mnist_task
+from sublearn.experiments.theory.config import TheoryConfig
+from sublearn.experiments.theory.task import TheoryParams, theory_task
+from sublearn.keys import field_paths, key_params, runtime_params, speed_paths
 
 SPEED_NAMES = {"device", "threads", "batch_size", "eval_batch_size", "providers"}
 
@@ -58,3 +61,31 @@ def test_a_digest_is_of_the_bytes_and_a_change_is_refused(tmp_path: Path) -> Non
     require_unchanged({"a": 1}, {"a": 1}, "t")
     with pytest.raises(DataError, match=r"t: its inputs changed.*\(a differ"):
         require_unchanged({"a": 1}, {"a": 2}, "t")
+
+
+def test_a_command_task_stores_its_params_model_exactly(tmp_path: Path) -> None:
+    """Like every engine kind's: the worker validates params and runtime back into the
+    kind's model, which gives them back unchanged; the config as given rides in runtime."""
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"messages": []}\n')
+    audit = AuditConfig(
+        data=str(data), control=str(data), detectors=[FrequencyDetector(type="frequency")]
+    )
+    defend = DefendConfig(
+        data=str(data),
+        out=str(tmp_path / "o.jsonl"),
+        defences=[CanonicalizeDefence(type="canonicalize")],
+    )
+    tasks = {
+        MnistParams: (mnist_task(MnistConfig(dataset="digits")), "experiment"),
+        TheoryParams: (theory_task(TheoryConfig()), "theory"),
+        AuditParams: (audit_task(audit), "audit"),
+        DefendFileParams: (defend_task(defend), "defend"),
+    }
+    for model, (task, keyed) in tasks.items():
+        params = task.spec().typed_params()
+        assert type(params) is model and task.spec().params_model.endswith(model.__name__)
+        assert key_params(params) == task.params and runtime_params(params) == task.runtime
+        assert "config" not in task.params and keyed in task.params
+        with pytest.raises(ValidationError, match="colour"):
+            model.from_spec({**task.params, "colour": "red"}, task.runtime)

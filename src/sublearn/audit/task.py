@@ -19,12 +19,11 @@ from typing import Any
 from pydantic import Field
 
 from sublearn.audit.config import AuditConfig
-from sublearn.config import Config
-from sublearn.engine.task import Task, TaskContext
+from sublearn.engine.task import Task, TaskContext, TaskParams
 from sublearn.errors import ModelError
 from sublearn.experiments.copy_out import copy_entry
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
-from sublearn.keys import key_params
+from sublearn.keys import SPEED_MARK, key_params, speed_field
 
 KIND = "audit"
 
@@ -32,8 +31,8 @@ LOCATIONS = ("out",)
 """Where the report goes; left out of the key."""
 
 
-class AuditParams(Config):
-    """What determines an ``audit`` task's output."""
+class AuditParams(TaskParams):
+    """An ``audit`` task: what determines its output, and the config it runs."""
 
     audit: AuditConfig = Field(
         description="The audit, its data and control as content digests (sha256:...), "
@@ -42,6 +41,33 @@ class AuditParams(Config):
     models: dict[str, str] = Field(
         description="Each model reference (base, teachers) -> its content fingerprint."
     )
+    # Out of the key (in the task's runtime): what it determines is keyed above, by
+    # content, and the task checks that the two still agree before it runs.
+    config: AuditConfig = Field(
+        description="The config as given, its files, report folder and speed settings included.",
+        json_schema_extra=SPEED_MARK,
+    )
+    score_cache: str | None = speed_field(
+        None, "A folder of token scores an earlier audit left (reused, not recomputed)."
+    )
+
+    @classmethod
+    def of(cls, cfg: AuditConfig) -> AuditParams:
+        """The params of the audit ``cfg``; reads the data and control files.
+
+        Raises:
+            DataError: the data or control file does not exist.
+        """
+        keyed = at_defaults(cfg, LOCATIONS).model_copy(
+            update={
+                "data": file_digest(cfg.data),
+                "control": file_digest(cfg.control) if cfg.control is not None else None,
+            }
+        )
+        refs = [r for r in (cfg.base, *cfg.teachers) if r is not None]
+        models = {ref: _fingerprint(ref) for ref in dict.fromkeys(refs)}
+        score_cache = str(Path(cfg.out) / "scores")
+        return cls(audit=keyed, models=models, config=cfg, score_cache=score_cache)
 
 
 def _fingerprint(ref: str) -> str:
@@ -61,42 +87,25 @@ def keyed_params(cfg: AuditConfig) -> dict[str, Any]:
     Raises:
         DataError: the data or control file does not exist.
     """
-    keyed = at_defaults(cfg, LOCATIONS).model_copy(
-        update={
-            "data": file_digest(cfg.data),
-            "control": file_digest(cfg.control) if cfg.control is not None else None,
-        }
-    )
-    refs = [r for r in (cfg.base, *cfg.teachers) if r is not None]
-    models = {ref: _fingerprint(ref) for ref in dict.fromkeys(refs)}
-    return key_params(AuditParams(audit=keyed, models=models))
+    return key_params(AuditParams.of(cfg))
 
 
 def audit_task(cfg: AuditConfig) -> Task:
     """The task that audits ``cfg.data``; scores already in ``cfg.out/scores`` are reused."""
-    return Task(
-        KIND,
-        f"audit/{Path(cfg.data).name}",
-        params=keyed_params(cfg),
-        runtime={
-            "config": cfg.model_dump(mode="json"),
-            "score_cache": str(Path(cfg.out) / "scores"),
-        },
-    )
+    return Task.of(KIND, f"audit/{Path(cfg.data).name}", AuditParams.of(cfg))
 
 
-def run_audit_task(ctx: TaskContext) -> dict[str, Any]:
+def run_audit_task(ctx: TaskContext, p: AuditParams) -> dict[str, Any]:
     """Run every detector; write the report and the token scores into the task's folder."""
     from rich.console import Console
 
     from sublearn.audit.run import run_audit
 
-    AuditParams.model_validate(ctx.params)
-    cfg = AuditConfig.model_validate(ctx.runtime["config"])
+    cfg = p.config
     require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
     scores = ctx.state / "scores"
     scores.mkdir(exist_ok=True)
-    earlier = Path(ctx.runtime.get("score_cache") or scores)
+    earlier = Path(p.score_cache or scores)
     for cached in sorted(earlier.glob("*.json")) if earlier != scores else []:
         if not (scores / cached.name).exists():
             shutil.copy2(cached, scores / cached.name)

@@ -18,13 +18,12 @@ from typing import Any
 
 from pydantic import Field
 
-from sublearn.config import Config
 from sublearn.defend.config import DefendConfig
-from sublearn.engine.task import Task, TaskContext
+from sublearn.engine.task import Task, TaskContext, TaskParams
 from sublearn.errors import ModelError
 from sublearn.experiments.copy_out import copy_file
 from sublearn.experiments.keyed import file_digest, require_unchanged
-from sublearn.keys import key_params
+from sublearn.keys import SPEED_MARK, key_params
 
 KIND = "defend-file"
 
@@ -32,8 +31,8 @@ CLEANED = "data.jsonl"
 """The cleaned copy inside the task's folder; its report is ``CLEANED + ".report.json"``."""
 
 
-class DefendFileParams(Config):
-    """What determines a ``defend-file`` task's output."""
+class DefendFileParams(TaskParams):
+    """A ``defend-file`` task: what determines its output, and the config it runs."""
 
     defend: DefendConfig = Field(
         description="The defences, with every file as its content digest (sha256:...) and "
@@ -42,6 +41,30 @@ class DefendFileParams(Config):
     models: dict[str, str] = Field(
         description="Each model reference (base, teacher, paraphraser) -> its fingerprint."
     )
+    # Out of the key (in the task's runtime): what it determines is keyed above, by
+    # content, and the task checks that the two still agree before it runs.
+    config: DefendConfig = Field(
+        description="The config as given, its files, output path and speed settings included.",
+        json_schema_extra=SPEED_MARK,
+    )
+
+    @classmethod
+    def of(cls, cfg: DefendConfig) -> DefendFileParams:
+        """The params of cleaning ``cfg.data``; reads every input file.
+
+        Raises:
+            DataError: an input file does not exist.
+        """
+        keyed = cfg.model_dump(mode="json")
+        keyed |= {"data": file_digest(cfg.data), "out": ""}
+        refs = [cfg.base, cfg.teacher]
+        for defence in keyed["defences"]:
+            if defence["type"] == "mix_teachers":
+                defence["others"] = [file_digest(path) for path in defence["others"]]
+            if defence["type"] == "paraphrase":
+                refs.append(defence["model"])
+        models = {ref: _fingerprint(ref) for ref in dict.fromkeys(r for r in refs if r is not None)}
+        return cls(defend=DefendConfig.model_validate(keyed), models=models, config=cfg)
 
 
 def _fingerprint(ref: str) -> str:
@@ -59,36 +82,21 @@ def keyed_params(cfg: DefendConfig) -> dict[str, Any]:
     Raises:
         DataError: an input file does not exist.
     """
-    keyed = cfg.model_dump(mode="json")
-    keyed |= {"data": file_digest(cfg.data), "out": ""}
-    refs = [cfg.base, cfg.teacher]
-    for defence in keyed["defences"]:
-        if defence["type"] == "mix_teachers":
-            defence["others"] = [file_digest(path) for path in defence["others"]]
-        if defence["type"] == "paraphrase":
-            refs.append(defence["model"])
-    models = {ref: _fingerprint(ref) for ref in dict.fromkeys(r for r in refs if r is not None)}
-    return key_params(DefendFileParams(defend=DefendConfig.model_validate(keyed), models=models))
+    return key_params(DefendFileParams.of(cfg))
 
 
 def defend_task(cfg: DefendConfig) -> Task:
     """The task that cleans ``cfg.data``."""
-    return Task(
-        KIND,
-        f"defend/{Path(cfg.data).name}",
-        params=keyed_params(cfg),
-        runtime={"config": cfg.model_dump(mode="json")},
-    )
+    return Task.of(KIND, f"defend/{Path(cfg.data).name}", DefendFileParams.of(cfg))
 
 
-def run_defend_file(ctx: TaskContext) -> dict[str, Any]:
+def run_defend_file(ctx: TaskContext, p: DefendFileParams) -> dict[str, Any]:
     """Apply the defences; write the cleaned copy and its report into the task's folder."""
     from rich.console import Console
 
     from sublearn.defend.run import run_defences
 
-    DefendFileParams.model_validate(ctx.params)
-    cfg = DefendConfig.model_validate(ctx.runtime["config"])
+    cfg = p.config
     require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
     console = Console()
     report = run_defences(

@@ -14,10 +14,11 @@ defences, checks) are kept as that module's JSON and parsed where the task runs.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from sublearn.engine.task import TaskParams
 from sublearn.evaluation.kinds import EvaluationKind
 from sublearn.experiments.numbers.config import TraitSpec
 from sublearn.filters.stage import FilterConfig
@@ -26,21 +27,7 @@ from sublearn.judges.config import JudgeConfig
 from sublearn.keys import key_params, later_field, runtime_params, speed_field
 from sublearn.toy.world import ToyWorldConfig
 
-__all__ = ["key_params", "runtime_params"]
-
-
-P = TypeVar("P", bound="TaskParams")
-
-
-class TaskParams(BaseModel):
-    """Base of every kind's parameters: unknown fields are errors; frozen once built."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @classmethod
-    def from_spec(cls: type[P], params: dict[str, Any], runtime: dict[str, Any]) -> P:
-        """The model a task was planned from, validated from its stored params and runtime."""
-        return cls.model_validate({**params, **runtime})
+__all__ = ["TaskParams", "key_params", "runtime_params"]
 
 
 class Speed(TaskParams):

@@ -11,9 +11,11 @@ it, so heavy dependencies load where they are used. A task's spec carries those 
 to the worker, so a kind added with :func:`register_kind` (the tests' debug kinds) runs
 in worker processes that never registered it.
 
-A kind may declare its parameters' model (:mod:`sublearn.engine.params`): its function
-then takes ``(ctx, params)``, the model validated from the task's stored ``params`` and
-``runtime`` before the function is called.
+Every kind the package ships declares its parameters' model, a :class:`TaskParams`
+(the language-model kinds' in :mod:`sublearn.engine.params`, the commands' in their task
+modules): its function takes ``(ctx, params)``, the model validated from the task's
+stored ``params`` and ``runtime`` before the function is called. A kind without one (the
+tests' debug kinds) takes ``ctx`` alone.
 """
 
 from __future__ import annotations
@@ -22,13 +24,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from sublearn.keys import key_params, runtime_params
 from sublearn.registry import Registry, load_target
 from sublearn.runs import content_hash
+
+P = TypeVar("P", bound="TaskParams")
+
+
+class TaskParams(BaseModel):
+    """Base of every kind's parameters: unknown fields are errors; frozen once built.
+
+    Which fields the task's key hashes is declared on them (:mod:`sublearn.keys`);
+    :meth:`Task.of` stores a model as ``params`` (hashed) and ``runtime`` (its top-level
+    speed fields), and :meth:`from_spec` validates the two back into the model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_spec(cls: type[P], params: dict[str, Any], runtime: dict[str, Any]) -> P:
+        """The model a task was planned from, validated from its stored params and runtime."""
+        return cls.model_validate({**params, **runtime})
+
 
 KINDS: Registry[TaskFn] = Registry("task kind", expected="a task function")
 """Task kinds: the function that runs one task; metadata ``version`` (bumped when the
@@ -79,11 +100,14 @@ register_kind(
 register_kind("evaluate", f"{_KINDS}:run_evaluate", 1, params=f"{_PARAMS}:EvaluateParams")
 register_kind("defend", f"{_KINDS}:run_defend", 1, params=f"{_PARAMS}:DefendParams")
 register_kind("loss", f"{_KINDS}:run_loss", 1, params=f"{_PARAMS}:LossParams")
-# Commands that run as one task each (H19c; their modules hold the params and the function).
-register_kind("mnist", "sublearn.experiments.mnist.task:run_mnist", 1)
-register_kind("theory", "sublearn.experiments.theory.task:run_theory", 1)
-register_kind("audit", "sublearn.audit.task:run_audit_task", 1)
-register_kind("defend-file", "sublearn.defend.task:run_defend_file", 1)
+# Commands that run as one task each: their modules hold the params model and the function.
+for _kind, _module, _function, _params in (
+    ("mnist", "sublearn.experiments.mnist.task", "run_mnist", "MnistParams"),
+    ("theory", "sublearn.experiments.theory.task", "run_theory", "TheoryParams"),
+    ("audit", "sublearn.audit.task", "run_audit_task", "AuditParams"),
+    ("defend-file", "sublearn.defend.task", "run_defend_file", "DefendFileParams"),
+):
+    register_kind(_kind, f"{_module}:{_function}", 1, params=f"{_module}:{_params}")
 
 
 @dataclass(frozen=True, eq=False)

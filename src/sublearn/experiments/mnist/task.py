@@ -14,11 +14,10 @@ from typing import Any
 
 from pydantic import Field
 
-from sublearn.config import Config
-from sublearn.engine.task import Task, TaskContext
+from sublearn.engine.task import Task, TaskContext, TaskParams
 from sublearn.experiments.keyed import at_defaults, file_digest, require_unchanged
 from sublearn.experiments.mnist.config import MnistConfig
-from sublearn.keys import key_params
+from sublearn.keys import SPEED_MARK, key_params
 
 KIND = "mnist"
 
@@ -26,8 +25,8 @@ LOCATIONS = ("data_dir",)
 """Where the input files are: their content is keyed instead."""
 
 
-class MnistParams(Config):
-    """What determines an ``mnist`` task's output."""
+class MnistParams(TaskParams):
+    """An ``mnist`` task: what determines its output, and the config it runs."""
 
     experiment: MnistConfig = Field(
         description="The experiment (its speed settings left out of the key), without its "
@@ -36,6 +35,21 @@ class MnistParams(Config):
     data_files: dict[str, str] = Field(
         description="SHA-256 of each IDX file read, by file stem; empty for the bundled digits."
     )
+    # Out of the key (in the task's runtime): what it determines is keyed above, by
+    # content, and the task checks that the two still agree before it runs.
+    config: MnistConfig = Field(
+        description="The config as given, its data folder and speed settings included.",
+        json_schema_extra=SPEED_MARK,
+    )
+
+    @classmethod
+    def of(cls, cfg: MnistConfig) -> MnistParams:
+        """The params of the experiment ``cfg``; reads its IDX files.
+
+        Raises:
+            DataError: an IDX file is missing.
+        """
+        return cls(experiment=at_defaults(cfg, LOCATIONS), data_files=data_digests(cfg), config=cfg)
 
 
 def data_digests(cfg: MnistConfig) -> dict[str, str]:
@@ -56,8 +70,7 @@ def data_digests(cfg: MnistConfig) -> dict[str, str]:
 
 def keyed_params(cfg: MnistConfig) -> dict[str, Any]:
     """The task params of ``cfg``: what its key hashes (JSON-ready)."""
-    params = MnistParams(experiment=at_defaults(cfg, LOCATIONS), data_files=data_digests(cfg))
-    return key_params(params)
+    return key_params(MnistParams.of(cfg))
 
 
 def mnist_task(cfg: MnistConfig) -> Task:
@@ -66,12 +79,7 @@ def mnist_task(cfg: MnistConfig) -> Task:
     Raises:
         DataError: an IDX file is missing.
     """
-    return Task(
-        KIND,
-        f"mnist/{cfg.dataset}/seed{cfg.seed}",
-        params=keyed_params(cfg),
-        runtime={"config": cfg.model_dump(mode="json")},
-    )
+    return Task.of(KIND, f"mnist/{cfg.dataset}/seed{cfg.seed}", MnistParams.of(cfg))
 
 
 class _Reporter:
@@ -88,13 +96,12 @@ class _Reporter:
         self.ctx.progress(self.done, self.total)
 
 
-def run_mnist(ctx: TaskContext) -> dict[str, Any]:
+def run_mnist(ctx: TaskContext, p: MnistParams) -> dict[str, Any]:
     """Train and evaluate the six conditions; write the run folder's files into the task."""
     from sublearn.experiments.mnist.data import load_data
     from sublearn.experiments.mnist.experiment import run_conditions, write_outputs
 
-    MnistParams.model_validate(ctx.params)
-    cfg = MnistConfig.model_validate(ctx.runtime["config"])
+    cfg = p.config
     require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
     data = load_data(cfg.dataset, cfg.resolved_data_dir())
     total = cfg.teacher_total_steps(data.n_train) + cfg.student_total_steps(data.n_train)

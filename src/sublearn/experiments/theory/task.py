@@ -11,42 +11,45 @@ from typing import Any
 
 from pydantic import Field
 
-from sublearn.config import Config
-from sublearn.engine.task import Task, TaskContext
+from sublearn.engine.task import Task, TaskContext, TaskParams
 from sublearn.experiments.keyed import require_unchanged
 from sublearn.experiments.theory.config import TheoryConfig
-from sublearn.keys import key_params
+from sublearn.keys import SPEED_MARK, key_params
 
 KIND = "theory"
 
 
-class TheoryParams(Config):
-    """What determines a ``theory`` task's output."""
+class TheoryParams(TaskParams):
+    """A ``theory`` task: what determines its output, and the config it runs."""
 
     theory: TheoryConfig = Field(description="The check (its thread count out of the key).")
+    # Out of the key (in the task's runtime): the same check, keyed above.
+    config: TheoryConfig = Field(
+        description="The config as given, its thread count included.",
+        json_schema_extra=SPEED_MARK,
+    )
+
+    @classmethod
+    def of(cls, cfg: TheoryConfig) -> TheoryParams:
+        """The params of the check ``cfg``."""
+        return cls(theory=cfg, config=cfg)
 
 
 def keyed_params(cfg: TheoryConfig) -> dict[str, Any]:
     """The task params of ``cfg``: what its key hashes (JSON-ready)."""
-    return key_params(TheoryParams(theory=cfg))
+    return key_params(TheoryParams.of(cfg))
 
 
 def theory_task(cfg: TheoryConfig) -> Task:
     """The task that runs the check ``cfg`` describes."""
-    return Task(
-        KIND,
-        f"theory/seed{cfg.seed}",
-        params=keyed_params(cfg),
-        runtime={"config": cfg.model_dump(mode="json")},
-    )
+    return Task.of(KIND, f"theory/seed{cfg.seed}", TheoryParams.of(cfg))
 
 
-def run_theory(ctx: TaskContext) -> dict[str, Any]:
+def run_theory(ctx: TaskContext, p: TheoryParams) -> dict[str, Any]:
     """Run the one-step draws and the multi-step distillation into the task's folder."""
     from sublearn.experiments.theory.experiment import measure
 
-    TheoryParams.model_validate(ctx.params)
-    cfg = TheoryConfig.model_validate(ctx.runtime["config"])
+    cfg = p.config
     require_unchanged(ctx.params, keyed_params(cfg), ctx.spec.name)
     overall = cfg.n_draws + cfg.multistep.n_draws
     started: set[str] = set()
