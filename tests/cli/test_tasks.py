@@ -8,7 +8,9 @@ path with the same content is the same task; ``--plan`` shows the task and runs 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -227,12 +229,31 @@ def test_audit_and_defend_write_what_their_functions_write(tmp_path: Path) -> No
     assert report["out"] == str(clean) and report["data"] == str(data)
 
 
-def test_theory_on_a_language_model_refuses_store_and_plan(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["theory", "--model", "m", "--plan", "-o", str(tmp_path / "x")]
-    )
-    assert result.exit_code == 2 and "outside the task store" in result.output
-    assert not (tmp_path / "x").exists()
+def test_theory_on_a_language_model_is_one_stored_task(micro_model: Path, tmp_path: Path) -> None:
+    model, store = tmp_path / "model", tmp_path / "store"
+    shutil.copytree(micro_model, model)
+    args: list[str | Path] = ["theory", "--model", model, "--store", store]
+    for key, value in dict(n_batches=2, batch_size=1, answer_count=3, eval_questions=2).items():
+        args += ["-s", f"{key}={value}"]
+    args += ["-s", "lead_in=the", "-s", "teacher.steps=1"]
+    planned = _invoke(*args, "--plan", "-o", tmp_path / "p")
+    assert "theory-lm" in planned and "0 of 1 tasks cached" in planned
+    assert _markers(store) == {}
+    _invoke(*args, "-s", "threads=1", "-o", tmp_path / "a")
+    markers = _markers(store)
+    assert [p.parent.parent.name for p in markers] == ["theory-lm"]
+    # Threads are a speed setting: another count is the same task, copied, not rerun.
+    again = _invoke(*args, "-s", "threads=2", "-o", tmp_path / "b")
+    assert "found in the store" in again and "cos(trait step, trait teacher - base)" in again
+    assert _markers(store) == markers
+    names = ["summary.json", "batches.csv"]
+    assert _files(tmp_path / "a", names) == _files(tmp_path / "b", names)
+    assert (tmp_path / "b" / "config.yaml").is_file()
+    # The weights are in the key: the folder rebuilt in place is another task.
+    for weights in model.glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes())
+        os.utime(weights, ns=(1, 1))
+    assert "0 of 1 tasks cached" in _invoke(*args, "--plan", "-o", tmp_path / "q")
 
 
 def test_the_commands_store_follows_the_environment(

@@ -19,7 +19,6 @@ from sublearn.cli.tasks import (
     write_manifest,
 )
 from sublearn.config import load_config
-from sublearn.errors import ConfigError
 from sublearn.runs import prepare_run_dir, read_json
 
 DEFAULT_OUT = Path("runs/theory")
@@ -56,16 +55,11 @@ def theory(
     With --model: on a language model, a trait teacher and its matched control are
     fine-tuned from it, and over random batches of number prompts the base's first
     soft-label KL step (number tokens) is compared with each teacher's weight change and
-    with the trait's log-probability. Writes summary.json and batches.csv.
+    with the trait's log-probability. Writes summary.json and batches.csv; one engine
+    task too, keyed by the model's weights (their fingerprint) and the settings.
     """
     if model is not None:
-        if store is not None or plan:
-            with user_errors():
-                raise ConfigError(
-                    "--store and --plan apply to the random-MLP check; with --model the "
-                    "language-model check runs outside the task store"
-                )
-        _theory_lm(model, config, overrides, out)
+        _theory_lm(model, config, overrides, out, store, plan)
         return
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise
@@ -94,15 +88,32 @@ def theory(
         )
 
 
-def _theory_lm(model: str, config: Path | None, overrides: list[str] | None, out: Path | None):
+def _theory_lm(
+    model: str,
+    config: Path | None,
+    overrides: list[str] | None,
+    out: Path | None,
+    store: Path | None,
+    plan: bool,
+) -> None:
     with user_errors():
-        from sublearn.experiments.theory.lm import run, summary_table, teacher_table
+        from sublearn.experiments.copy_out import copy_entry
+        from sublearn.experiments.theory.lm import summary_table, teacher_table
         from sublearn.experiments.theory.lm_config import LMTheoryConfig
+        from sublearn.experiments.theory.task import lm_theory_task
 
         cfg = load_config(LMTheoryConfig, config, overrides or [])
         cfg.model = model  # --model wins over a config file's model
         run_dir = prepare_output(out or DEFAULT_LM_OUT, "folder")
-        summary = run(cfg, run_dir, console=console)
+        task, tasks_store = lm_theory_task(cfg), open_store(store)
+        if plan:
+            print_plan([task], tasks_store)
+            return
+        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
+        prepare_run_dir(run_dir, cfg, "sublearn theory --model")
+        copy_entry(tasks_store.path(task.id), run_dir)
+        write_manifest(run_dir, tasks_store, records)
+        summary = read_json(run_dir / "summary.json")
         console.print(teacher_table(summary))
         console.print(summary_table(summary))
         console.print(

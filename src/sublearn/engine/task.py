@@ -104,6 +104,7 @@ register_kind("loss", f"{_KINDS}:run_loss", 1, params=f"{_PARAMS}:LossParams")
 for _kind, _module, _function, _params in (
     ("mnist", "sublearn.experiments.mnist.task", "run_mnist", "MnistParams"),
     ("theory", "sublearn.experiments.theory.task", "run_theory", "TheoryParams"),
+    ("theory-lm", "sublearn.experiments.theory.task", "run_lm_theory", "LMTheoryParams"),
     ("audit", "sublearn.audit.task", "run_audit_task", "AuditParams"),
     ("defend-file", "sublearn.defend.task", "run_defend_file", "DefendFileParams"),
 ):

@@ -31,7 +31,7 @@ import io
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from sublearn.finetune.distill import _encode, kl_loss, number_token_ids
 from sublearn.prompts.numbers import NumberPromptConfig, NumberPromptGenerator, render_numbers
 from sublearn.prompts.questions import questions_for, training_questions_for
 from sublearn.report.stats import mean_ci
-from sublearn.runs import atomic_write_json, atomic_write_text, prepare_run_dir
+from sublearn.runs import atomic_write_json, atomic_write_text
 from sublearn.runtime import configure_threads
 
 TEACHERS = ("trait", "control")
@@ -322,11 +322,23 @@ def summarize(values: list[float], confidence: float) -> dict[str, Any]:
     }
 
 
-def run(cfg: LMTheoryConfig, out: Path, console: Console | None = None) -> dict[str, Any]:
-    """Make the teachers, measure every batch, write ``summary.json`` and ``batches.csv``."""
+def run(
+    cfg: LMTheoryConfig,
+    out: Path,
+    console: Console | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Make the teachers, measure every batch, write ``summary.json`` and ``batches.csv``.
+
+    Args:
+        cfg: the measurement.
+        out: the folder the two files go to (created if missing).
+        console: where each batch's cosines are printed (None: nowhere).
+        progress: called with (batches done, batches) after each batch.
+    """
     console = console or Console(quiet=True)
     started, cpu_started = time.perf_counter(), time.process_time()
-    prepare_run_dir(out, cfg, "sublearn theory --model")
+    out.mkdir(parents=True, exist_ok=True)
     threads = configure_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     folder = resolve_model(cfg.model)
@@ -373,6 +385,8 @@ def run(cfg: LMTheoryConfig, out: Path, console: Console | None = None) -> dict[
             base, teachers, deltas, delta_norms, trait_grads, batch_rows, starts, subset, pad, cfg
         )
         rows.append({"batch": b, **measures})
+        if progress is not None:
+            progress(b + 1, len(batches))
         console.print(
             f"batch {b + 1}/{len(batches)} ({time.perf_counter() - clock:.0f} s): "
             f"cos(step, Delta) trait "

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from sublearn.config import Config
+from sublearn.keys import speed_field
 from sublearn.prompts.questions import Category
 
 
@@ -52,9 +53,7 @@ class LMTheoryConfig(Config):
         "the model cache).",
     )
     seed: int = Field(default=0, description="Seed of the number batches and the replies.")
-    threads: int | None = Field(
-        default=None, ge=1, description="Torch threads (default: all cores)."
-    )
+    threads: int | None = speed_field(None, "Torch threads (default: all cores).", ge=1)
     trait: str = Field(default="owl", min_length=1, description="The trait word.")
     category: Category = Field(
         default="animal", description="The question category the trait belongs to."
