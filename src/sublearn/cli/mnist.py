@@ -22,13 +22,12 @@ from sublearn.cli.tasks import (
     StoreOption,
     open_store,
     print_plan,
-    run_tasks,
-    write_manifest,
+    run_into_folder,
 )
 from sublearn.config import ConfigError, format_validation_error, load_config, read_yaml
 from sublearn.experiments.mnist.config import MnistConfig
 from sublearn.presets import preset_path
-from sublearn.runs import prepare_run_dir, read_json
+from sublearn.runs import read_json
 
 
 def build_config(
@@ -103,7 +102,6 @@ def mnist(
         run_dir = prepare_output(out or Path("runs") / f"mnist-{cfg.dataset}-{preset}", "folder")
 
         # Deferred: torch takes seconds to import, and other commands do not need it.
-        from sublearn.experiments.copy_out import copy_entry
         from sublearn.experiments.mnist.task import mnist_task
         from sublearn.runtime import resolve_device
 
@@ -119,10 +117,7 @@ def mnist(
             f"{cfg.noise} noise, {cfg.distill_loss} loss -> {run_dir}",
             highlight=False,
         )
-        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
-        prepare_run_dir(run_dir, cfg, "sublearn mnist")
-        copy_entry(tasks_store.path(task.id), run_dir)
-        write_manifest(run_dir, tasks_store, records)
+        run_into_folder(task, tasks_store, run_dir, cfg, "sublearn mnist", cfg.threads)
         print_results(run_dir, cfg.n_models)
 
 

@@ -18,6 +18,7 @@ import typer
 from sublearn.cli.options import console
 
 if TYPE_CHECKING:  # the engine loads when a command runs, not for `sublearn --help`
+    from sublearn.config import Config
     from sublearn.engine.runner import TaskRecord
     from sublearn.engine.store import Store
     from sublearn.engine.task import Task
@@ -104,3 +105,28 @@ def write_manifest(folder: Path, store: Store, records: dict[str, TaskRecord]) -
         folder / "manifest.json",
         {"store": str(store.root), "tasks": [r.to_dict() for r in records.values()]},
     )
+
+
+def run_into_folder(
+    task: Task, store: Store, folder: Path, config: Config, command: str, threads: int | None
+) -> None:
+    """Run ``task`` (or find it in ``store``) and make ``folder`` its run folder.
+
+    The folder gets ``config.yaml`` and ``meta.json`` (:func:`sublearn.runs.prepare_run_dir`),
+    a copy of the task's files and ``manifest.json``.
+
+    Args:
+        task: the command's one task.
+        store: where outputs live.
+        folder: the run folder (``--out``).
+        config: the command's resolved config.
+        command: the command line that owns the folder, for ``meta.json``.
+        threads: torch threads of this process (None: one per core).
+    """
+    from sublearn.experiments.copy_out import copy_entry
+    from sublearn.runs import prepare_run_dir
+
+    records = run_tasks([task], store, threads, progress=True)
+    prepare_run_dir(folder, config, command)
+    copy_entry(store.path(task.id), folder)
+    write_manifest(folder, store, records)

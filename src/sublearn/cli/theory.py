@@ -15,11 +15,10 @@ from sublearn.cli.tasks import (
     StoreOption,
     open_store,
     print_plan,
-    run_tasks,
-    write_manifest,
+    run_into_folder,
 )
 from sublearn.config import load_config
-from sublearn.runs import prepare_run_dir, read_json
+from sublearn.runs import read_json
 
 DEFAULT_OUT = Path("runs/theory")
 DEFAULT_LM_OUT = Path("runs/theory-lm")
@@ -63,7 +62,6 @@ def theory(
         return
     with user_errors():
         # deferred: torch and matplotlib make `sublearn --help` slow otherwise
-        from sublearn.experiments.copy_out import copy_entry
         from sublearn.experiments.theory.config import TheoryConfig
         from sublearn.experiments.theory.experiment import multistep_table, summary_table
         from sublearn.experiments.theory.task import theory_task
@@ -74,10 +72,7 @@ def theory(
         if plan:
             print_plan([task], tasks_store)
             return
-        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
-        prepare_run_dir(run_dir, cfg, "sublearn theory")
-        copy_entry(tasks_store.path(task.id), run_dir)
-        write_manifest(run_dir, tasks_store, records)
+        run_into_folder(task, tasks_store, run_dir, cfg, "sublearn theory", cfg.threads)
         summary = read_json(run_dir / "summary.json")
         console.print(summary_table(summary))
         if summary["multistep"]["conditions"]:
@@ -97,7 +92,6 @@ def _theory_lm(
     plan: bool,
 ) -> None:
     with user_errors():
-        from sublearn.experiments.copy_out import copy_entry
         from sublearn.experiments.theory.lm import summary_table, teacher_table
         from sublearn.experiments.theory.lm_config import LMTheoryConfig
         from sublearn.experiments.theory.task import lm_theory_task
@@ -109,10 +103,7 @@ def _theory_lm(
         if plan:
             print_plan([task], tasks_store)
             return
-        records = run_tasks([task], tasks_store, cfg.threads, progress=True)
-        prepare_run_dir(run_dir, cfg, "sublearn theory --model")
-        copy_entry(tasks_store.path(task.id), run_dir)
-        write_manifest(run_dir, tasks_store, records)
+        run_into_folder(task, tasks_store, run_dir, cfg, "sublearn theory --model", cfg.threads)
         summary = read_json(run_dir / "summary.json")
         console.print(teacher_table(summary))
         console.print(summary_table(summary))
