@@ -15,7 +15,7 @@ YAML file lists exactly the detectors wanted::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,6 +23,9 @@ from sublearn.config import Config
 from sublearn.keys import SPEED_MARK
 
 ALPHA = 0.001
+
+ScoreNeed = tuple[str, str | None]
+"""A model reference and the system prompt it scores replies under (None: none)."""
 
 
 class _Detector(Config):
@@ -34,9 +37,25 @@ class _Detector(Config):
         description="Flag the dataset when the detector's one-sided p-value is under this.",
     )
 
+    needs_control: ClassVar[bool] = False
+    """Whether the detector compares against control data (it skips itself without)."""
+
     def label(self) -> str:
         """The detector's name in the report."""
         return self.name or str(getattr(self, "type"))  # noqa: B009
+
+    def lacks(self, cfg: AuditConfig) -> str | None:
+        """What the detector lacks to run with ``cfg``, besides control data (None: nothing)."""
+        return None
+
+    def score_needs(self, cfg: AuditConfig, trait_prompt: str | None) -> list[ScoreNeed]:
+        """The models whose token scores of every row set (data, control) it reads.
+
+        Args:
+            cfg: the audit.
+            trait_prompt: the preference prompt of the named trait, if one is named.
+        """
+        return []
 
 
 class LLSDetector(_Detector):
@@ -57,6 +76,16 @@ class LLSDetector(_Detector):
         "would otherwise dominate).",
     )
 
+    def lacks(self, cfg: AuditConfig) -> str | None:
+        """The base and a named trait."""
+        if cfg.base is None or cfg.trait is None:
+            return "needs the base (--base) and a named trait (--trait)"
+        return None
+
+    def score_needs(self, cfg: AuditConfig, trait_prompt: str | None) -> list[ScoreNeed]:
+        """The base, under the trait prompt and without one."""
+        return [(str(cfg.base), self.system_prompt or trait_prompt), (str(cfg.base), None)]
+
 
 class LogRatioDetector(_Detector):
     """Per-token log p_teacher − log p_base over the reply; needs the teacher."""
@@ -69,6 +98,16 @@ class LogRatioDetector(_Detector):
         description="Share of tokens with the highest log-ratio reported as most divergent.",
     )
 
+    def lacks(self, cfg: AuditConfig) -> str | None:
+        """The base and the suspected teacher."""
+        if cfg.base is None or not cfg.teachers:
+            return "needs the base (--base) and the suspected teacher (--teacher)"
+        return None
+
+    def score_needs(self, cfg: AuditConfig, trait_prompt: str | None) -> list[ScoreNeed]:
+        """The base and the suspected teacher."""
+        return [(str(cfg.base), None), (cfg.teachers[0], None)]
+
 
 class DivergenceDetector(_Detector):
     """Positions where teachers with different traits would write different tokens.
@@ -80,6 +119,16 @@ class DivergenceDetector(_Detector):
 
     type: Literal["divergence"] = Field(description="Detector kind.")
 
+    def lacks(self, cfg: AuditConfig) -> str | None:
+        """Two teachers."""
+        if len(cfg.teachers) < 2:
+            return "needs at least two teachers with different traits (--teacher twice)"
+        return None
+
+    def score_needs(self, cfg: AuditConfig, trait_prompt: str | None) -> list[ScoreNeed]:
+        """Every teacher."""
+        return [(ref, None) for ref in cfg.teachers]
+
 
 class EntanglementDetector(_Detector):
     """Numbers of the data that raise a trait's probability when placed in the context.
@@ -90,6 +139,8 @@ class EntanglementDetector(_Detector):
     are the ones entangled with w; the p-value comes from permuting rows between data
     and control.
     """
+
+    needs_control: ClassVar[bool] = True
 
     type: Literal["entanglement"] = Field(description="Detector kind.")
     candidates: list[str] | None = Field(
@@ -110,9 +161,15 @@ class EntanglementDetector(_Detector):
     )
     permutations: int = Field(default=2000, ge=99, description="Row permutations for the p-value.")
 
+    def lacks(self, cfg: AuditConfig) -> str | None:
+        """The base (it scores candidate traits under it, not the rows)."""
+        return "needs the base (--base)" if cfg.base is None else None
+
 
 class FrequencyDetector(_Detector):
     """Per-number frequency tests against control, corrected for multiple comparisons."""
+
+    needs_control: ClassVar[bool] = True
 
     type: Literal["frequency"] = Field(description="Detector kind.")
     unit: Literal["number", "token"] = Field(
@@ -129,6 +186,8 @@ class FrequencyDetector(_Detector):
 
 class ClassifierDetector(_Detector):
     """Cross-validated ROC AUC of a classifier telling data rows from control rows."""
+
+    needs_control: ClassVar[bool] = True
 
     type: Literal["classifier"] = Field(description="Detector kind.")
     folds: int = Field(default=5, ge=2, description="Cross-validation folds.")

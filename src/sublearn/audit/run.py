@@ -17,16 +17,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sublearn.audit.config import (
-    AuditConfig,
-    ClassifierDetector,
-    DivergenceDetector,
-    EntanglementDetector,
-    FrequencyDetector,
-    LLSDetector,
-    LogRatioDetector,
-)
+from sublearn.audit.config import AuditConfig
 from sublearn.audit.data import Row, load_rows
+from sublearn.audit.detectors import DETECTORS, Detection
 from sublearn.audit.result import Verdict, skipped
 from sublearn.backends.base import TokenScore
 from sublearn.errors import ConfigError
@@ -38,23 +31,8 @@ def _needs(cfg: AuditConfig) -> dict[str, str | None]:
     """Per detector, what it lacks to run (None when it can run)."""
     out: dict[str, str | None] = {}
     for d in cfg.detectors:
-        why = None
-        if isinstance(d, LLSDetector):
-            if cfg.base is None or cfg.trait is None:
-                why = "needs the base (--base) and a named trait (--trait)"
-        elif isinstance(d, LogRatioDetector):
-            if cfg.base is None or not cfg.teachers:
-                why = "needs the base (--base) and the suspected teacher (--teacher)"
-        elif isinstance(d, DivergenceDetector):
-            if len(cfg.teachers) < 2:
-                why = "needs at least two teachers with different traits (--teacher twice)"
-        elif isinstance(d, EntanglementDetector) and cfg.base is None:
-            why = "needs the base (--base)"
-        if (
-            why is None
-            and cfg.control is None
-            and isinstance(d, FrequencyDetector | ClassifierDetector | EntanglementDetector)
-        ):
+        why = d.lacks(cfg)
+        if why is None and cfg.control is None and d.needs_control:
             why = "needs control data (--control)"
         out[d.label()] = why
     return out
@@ -156,17 +134,10 @@ def run_audit(
     # What each model must score: (set name, system prompt) pairs.
     jobs: dict[str, set[tuple[str, str | None]]] = {}
     for d in runnable:
-        if isinstance(d, LLSDetector):
-            prompt = d.system_prompt or trait_prompt
-            for s in sets:
-                jobs.setdefault(str(cfg.base), set()).update({(s, prompt), (s, None)})
-        elif isinstance(d, LogRatioDetector):
-            for ref in (str(cfg.base), cfg.teachers[0]):
-                jobs.setdefault(ref, set()).update((s, None) for s in sets)
-        elif isinstance(d, DivergenceDetector):
-            for ref in cfg.teachers:
-                jobs.setdefault(ref, set()).update((s, None) for s in sets)
-    entangling = [d for d in runnable if isinstance(d, EntanglementDetector)]
+        for ref, prompt in d.score_needs(cfg, trait_prompt):
+            jobs.setdefault(ref, set()).update((s, prompt) for s in sets)
+    # Detectors that score prompts of their own under the base while it is open.
+    entangling = [d for d in runnable if DETECTORS.metadata(d.type).get("with_base")]
     if entangling:
         jobs.setdefault(str(cfg.base), set())
 
@@ -200,13 +171,10 @@ def run_audit(
                     cache.save(path, result)
                     scores[(ref, s, prompt)] = result
             if ref == str(cfg.base):
-                from sublearn.audit.entanglement import entanglement
-
                 for d in entangling:
-                    console.print(f"entanglement: scoring candidate traits under {ref}")
-                    verdicts[d.label()] = entanglement(
-                        d, backend, rows, control, cfg.trait.word if cfg.trait else None, cfg.seed
-                    )
+                    console.print(f"{d.type}: scoring candidate traits under {ref}")
+                    detection = Detection(d, cfg, rows, control, scores, trait_prompt, backend)
+                    verdicts[d.label()] = DETECTORS.get(d.type)(detection)
         finally:
             backend.close()
 
@@ -218,7 +186,8 @@ def run_audit(
         elif few is not None:
             verdicts[name] = skipped(name, d.type, "", few)
         elif name not in verdicts:
-            verdicts[name] = _detect(d, cfg, rows, control, scores, trait_prompt)
+            detection = Detection(d, cfg, rows, control, scores, trait_prompt)
+            verdicts[name] = DETECTORS.get(d.type)(detection)
         _warn_below_chance(verdicts[name])
     ordered = [verdicts[d.label()] for d in cfg.detectors]
     meta: dict[str, Any] = {
@@ -262,47 +231,6 @@ def _warn_below_chance(verdict: Verdict) -> None:
         "control is the same kind of data, written for the same prompts"
     )
     verdict.summary = f"warning: {verdict.warning}"
-
-
-def _detect(
-    d: Any,
-    cfg: AuditConfig,
-    rows: list[Row],
-    control: list[Row] | None,
-    scores: dict[tuple[str, str, str | None], list[list[TokenScore]]],
-    trait_prompt: str | None,
-) -> Verdict:
-    from sublearn.audit import distribution, likelihood
-    from sublearn.audit.auc import prompt_groups
-
-    base = str(cfg.base)
-    groups = prompt_groups(rows, control)
-
-    def pair(first: str, second: str, prompt: str | None = None) -> Any:
-        """Scores of the audited and (if any) control rows: ((a, b), (a', b') | None)."""
-        sets = ["data", "control"] if control is not None else ["data"]
-        both = [(scores[(first, s, prompt)], scores[(second, s, None)]) for s in sets]
-        return both[0], (both[1] if len(both) > 1 else None)
-
-    if isinstance(d, LLSDetector):
-        (with_trait, without), ctl = pair(base, base, d.system_prompt or trait_prompt)
-        return likelihood.lls(d, rows, with_trait, without, ctl, cfg.seed, groups)
-    if isinstance(d, LogRatioDetector):
-        (teacher, base_scores), ctl = pair(cfg.teachers[0], base)
-        return likelihood.logratio(d, rows, teacher, base_scores, ctl, cfg.seed, groups)
-    if isinstance(d, DivergenceDetector):
-        return likelihood.divergence(
-            d,
-            rows,
-            [scores[(t, "data", None)] for t in cfg.teachers],
-            [scores[(t, "control", None)] for t in cfg.teachers] if control else None,
-            cfg.seed,
-            groups,
-        )
-    assert control is not None  # _needs skipped these without control
-    if isinstance(d, FrequencyDetector):
-        return distribution.frequency(d, rows, control)
-    return distribution.classifier(d, rows, control, cfg.seed)
 
 
 def _progress(console: Console) -> Progress:
