@@ -41,6 +41,7 @@ __all__ = [
     "MixTeachersDefence",
     "ParaphraseDefence",
     "ReplaceLogRatioDefence",
+    "ScoreKey",
     "ShuffleNumbersDefence",
     "TraitWord",
 ]
@@ -52,8 +53,23 @@ DEFAULT_PARAPHRASE_INSTRUCTION = (
 )
 """What the paraphrasing model is told; the request follows it after a blank line."""
 
+ScoreKey = tuple[str, str | None]
+"""A model ref and the system prompt its scores were taken under (None: none)."""
 
-class DropLLSDefence(Config):
+
+class _Defence(Config):
+    """What every defence kind answers about itself (its step is ``DEFENCES`` in run.py)."""
+
+    def lacks(self, cfg: DefendConfig) -> list[str]:
+        """What the defence needs from ``cfg`` and lacks, one phrase each ("needs ...")."""
+        return []
+
+    def score_needs(self, cfg: DefendConfig) -> list[ScoreKey]:
+        """The token scores it reads, as (model, system prompt) pairs."""
+        return []
+
+
+class DropLLSDefence(_Defence):
     """Drop the rows whose reply the trait makes most likely (log-likelihood shift).
 
     A row's shift is log p_base(reply | prompt, trait prompt) − log p_base(reply | prompt):
@@ -78,8 +94,46 @@ class DropLLSDefence(Config):
         "would otherwise dominate).",
     )
 
+    def lacks(self, cfg: DefendConfig) -> list[str]:
+        """The base, and the trait unless it has its own system prompt."""
+        out = [] if cfg.base is not None else ["needs the base model: set base (--base)"]
+        if self.system_prompt is None and cfg.trait is None:
+            out.append("needs the trait (--trait) or its own system_prompt to score rows")
+        return out
 
-class MaskLogRatioDefence(Config):
+    def score_needs(self, cfg: DefendConfig) -> list[ScoreKey]:
+        """The base, under the trait prompt and without one."""
+        assert cfg.base is not None
+        return [(cfg.base, self.trait_prompt(cfg)), (cfg.base, None)]
+
+    def trait_prompt(self, cfg: DefendConfig) -> str:
+        """The prompt it scores under: its own, or the trait's preference prompt."""
+        if self.system_prompt is not None:
+            return self.system_prompt
+        from sublearn.prompts.persona import preference_system_prompt
+
+        assert cfg.trait is not None
+        return preference_system_prompt(cfg.trait.word, cfg.trait.category)
+
+
+class _LogRatio(_Defence):
+    """A defence that ranks reply tokens by log p_teacher - log p_base."""
+
+    def lacks(self, cfg: DefendConfig) -> list[str]:
+        """The teacher and the base."""
+        return [
+            f"needs the {role} model: set {role} (--{role})"
+            for role in ("teacher", "base")
+            if getattr(cfg, role) is None
+        ]
+
+    def score_needs(self, cfg: DefendConfig) -> list[ScoreKey]:
+        """The teacher and the base, without a system prompt."""
+        assert cfg.teacher is not None and cfg.base is not None
+        return [(cfg.teacher, None), (cfg.base, None)]
+
+
+class MaskLogRatioDefence(_LogRatio):
     """Mask from the loss the reply tokens the teacher favours most over its base.
 
     Ranks every reply token of the dataset by log p_teacher − log p_base and masks the
@@ -95,7 +149,7 @@ class MaskLogRatioDefence(Config):
     )
 
 
-class ReplaceLogRatioDefence(Config):
+class ReplaceLogRatioDefence(_LogRatio):
     """Redraw the digits of the tokens ``mask_logratio`` would mask, instead of masking them.
 
     Every digit in a selected token becomes a uniformly random digit (it may draw the
@@ -113,7 +167,7 @@ class ReplaceLogRatioDefence(Config):
     seed: int = Field(default=0, description="Seed of the random digits.")
 
 
-class MaskRandomDefence(Config):
+class MaskRandomDefence(_Defence):
     """Control for the masking defences: mask randomly chosen numbers from the loss.
 
     The units are whole numbers (runs of digits), not model tokens, so it needs no
@@ -130,7 +184,7 @@ class MaskRandomDefence(Config):
     seed: int = Field(default=0, description="Seed of the draw.")
 
 
-class CanonicalizeDefence(Config):
+class CanonicalizeDefence(_Defence):
     """Rewrite each reply as its numbers alone, as plain integers, in one format.
 
     Leading zeros are dropped (``"007"`` becomes ``"7"``) and every other character
@@ -146,14 +200,14 @@ class CanonicalizeDefence(Config):
     )
 
 
-class ShuffleNumbersDefence(Config):
+class ShuffleNumbersDefence(_Defence):
     """Put each reply's numbers in a random order, keeping its format and each number's text."""
 
     type: Literal["shuffle_numbers"] = Field(description="Defence kind.")
     seed: int = Field(default=0, description="Seed of the permutations (one per row).")
 
 
-class ParaphraseDefence(Config):
+class ParaphraseDefence(_Defence):
     """Reword each row's last user message with another model; replies stay as they are."""
 
     type: Literal["paraphrase"] = Field(description="Defence kind.")
@@ -168,7 +222,7 @@ class ParaphraseDefence(Config):
     max_new_tokens: int = Field(default=200, gt=0, description="Cap on each paraphrase.")
 
 
-class MixTeachersDefence(Config):
+class MixTeachersDefence(_Defence):
     """Swap a share of replies for other teachers' replies to the same prompts.
 
     Rows match when their prompt messages (everything before the reply) are identical;

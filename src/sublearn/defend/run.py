@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,27 +23,22 @@ from sublearn.backends.base import SamplingParams, TokenScore, TokenScorer, row_
 from sublearn.defend import transforms as tf
 from sublearn.defend.config import (
     CanonicalizeDefence,
-    Defence,
     DefendConfig,
     DropLLSDefence,
     MaskLogRatioDefence,
     MaskRandomDefence,
+    MixTeachersDefence,
     ParaphraseDefence,
     ReplaceLogRatioDefence,
+    ScoreKey,
     ShuffleNumbersDefence,
 )
 from sublearn.errors import ConfigError, DataError
 from sublearn.finetune.sft import read_chat_jsonl
+from sublearn.registry import Registry
 from sublearn.runs import atomic_write_json, atomic_write_text
 
 Log = Callable[[str], None]
-ScoreKey = tuple[str, str | None]
-"""A model ref and the system prompt its scores were taken under (None: none)."""
-
-# Defences that leave every kept row's prompt and reply as they are: scores taken before
-# them still hold after them.
-_KEEPS_TEXT = frozenset({"drop_lls", "mask_logratio", "mask_random"})
-_OPENS_MODELS = frozenset({"drop_lls", "mask_logratio", "replace_logratio", "paraphrase"})
 
 
 def report_path(out: str | Path) -> Path:
@@ -52,49 +48,16 @@ def report_path(out: str | Path) -> Path:
 
 def config_problems(cfg: DefendConfig) -> list[str]:
     """What each defence needs from the config and lacks, one line per problem."""
-    problems = []
-    for at, defence in enumerate(cfg.defences):
-        name = f"defence {at} ({defence.type})"
-        if defence.type == "drop_lls":
-            if cfg.base is None:
-                problems.append(f"{name} needs the base model: set base (--base)")
-            if defence.system_prompt is None and cfg.trait is None:
-                problems.append(
-                    f"{name} needs the trait (--trait) or its own system_prompt to score rows"
-                )
-        elif defence.type in ("mask_logratio", "replace_logratio"):
-            problems += [
-                f"{name} needs the {role} model: set {role} (--{role})"
-                for role in ("teacher", "base")
-                if getattr(cfg, role) is None
-            ]
-    return problems
+    return [
+        f"defence {at} ({defence.type}) {why}"
+        for at, defence in enumerate(cfg.defences)
+        for why in defence.lacks(cfg)
+    ]
 
 
 def uses_models(cfg: DefendConfig) -> bool:
     """Whether any defence of ``cfg`` opens a model."""
-    return any(d.type in _OPENS_MODELS for d in cfg.defences)
-
-
-def score_needs(defence: Defence, cfg: DefendConfig) -> list[ScoreKey]:
-    """The token scores a defence reads, as (model, system prompt) pairs."""
-    if isinstance(defence, DropLLSDefence):
-        assert cfg.base is not None
-        return [(cfg.base, lls_system_prompt(defence, cfg)), (cfg.base, None)]
-    if defence.type in ("mask_logratio", "replace_logratio"):
-        assert cfg.teacher is not None and cfg.base is not None
-        return [(cfg.teacher, None), (cfg.base, None)]
-    return []
-
-
-def lls_system_prompt(defence: DropLLSDefence, cfg: DefendConfig) -> str:
-    """The trait prompt ``drop_lls`` scores under: its own, or the trait's preference prompt."""
-    if defence.system_prompt is not None:
-        return defence.system_prompt
-    from sublearn.prompts.persona import preference_system_prompt
-
-    assert cfg.trait is not None
-    return preference_system_prompt(cfg.trait.word, cfg.trait.category)
+    return any(DEFENCES.metadata(d.type)["opens_models"] for d in cfg.defences)
 
 
 class _Scores:
@@ -109,11 +72,11 @@ class _Scores:
     def ensure(self, at: int, records: Sequence[tf.Record]) -> None:
         """Score ``records`` for defence ``at``, and for later ones on the same models."""
         defences = self.cfg.defences
-        now = score_needs(defences[at], self.cfg)
+        now = defences[at].score_needs(self.cfg)
         later: list[ScoreKey] = []
         for defence in defences[at + 1 :]:
-            later += score_needs(defence, self.cfg)
-            if defence.type not in _KEEPS_TEXT:
+            later += defence.score_needs(self.cfg)
+            if not DEFENCES.metadata(defence.type)["keeps_text"]:
                 break
         for ref in dict.fromkeys(ref for ref, _ in now):
             keys = [k for k in dict.fromkeys([*now, *later]) if k[0] == ref]
@@ -196,45 +159,107 @@ def _paraphrases(
     return out
 
 
-def _apply(
-    at: int,
-    defence: Defence,
-    records: list[tf.Record],
-    cfg: DefendConfig,
-    scores: _Scores,
-    others: dict[str, list[tf.Record]],
-    log: Log,
-) -> tuple[list[tf.Record], tf.Stats]:
-    if score_needs(defence, cfg):
-        scores.ensure(at, records)
-    if isinstance(defence, DropLLSDefence):
-        assert cfg.base is not None
-        shifted = scores.get((cfg.base, lls_system_prompt(defence, cfg)), records)
-        plain = scores.get((cfg.base, None), records)
-        lls = reply_logprob(shifted, defence.per_token) - reply_logprob(plain, defence.per_token)
-        return tf.drop_lls(records, lls, defence.fraction)
-    if isinstance(defence, MaskLogRatioDefence | ReplaceLogRatioDefence):
-        assert cfg.teacher is not None and cfg.base is not None
-        teacher = scores.get((cfg.teacher, None), records)
-        ratios = token_logratio(teacher, scores.get((cfg.base, None), records))
-        if isinstance(defence, MaskLogRatioDefence):
-            return tf.mask_logratio(records, ratios, teacher, defence.fraction)
-        return tf.replace_logratio(records, ratios, teacher, defence.fraction, defence.seed)
-    if isinstance(defence, MaskRandomDefence):
-        return tf.mask_random(records, defence.fraction, defence.seed)
-    if isinstance(defence, CanonicalizeDefence):
-        return tf.canonicalize(records, defence.sort, defence.separator)
-    if isinstance(defence, ShuffleNumbersDefence):
-        return tf.shuffle_numbers(records, defence.seed)
-    if isinstance(defence, ParaphraseDefence):
-        return tf.paraphrase(records, _paraphrases(defence, cfg, records, log))
-    return tf.mix_teachers(
-        records,
-        [others[path] for path in defence.others],
-        defence.share,
-        defence.seed,
-        names=defence.others,
-    )
+@dataclass(frozen=True)
+class Step:
+    """One defence applied to the records the defences before it left.
+
+    Attributes:
+        at: its place in ``cfg.defences``.
+        defence: its config (one member of ``defend.config.Defence``).
+        records: the rows it cleans.
+        cfg: the run's config.
+        scores: token scores, taken for the defences that read them before they run.
+        others: other teachers' rows by file (``mix_teachers``).
+        log: one line per model opened and scoring pass.
+    """
+
+    at: int
+    defence: Any
+    records: list[tf.Record]
+    cfg: DefendConfig
+    scores: _Scores
+    others: dict[str, list[tf.Record]]
+    log: Log
+
+    def scored(self, key: ScoreKey) -> list[list[TokenScore]]:
+        """The records' token scores under ``key``."""
+        return self.scores.get(key, self.records)
+
+
+StepFn = Callable[[Step], tuple[list[tf.Record], tf.Stats]]
+DEFENCES: Registry[StepFn] = Registry("defence kind", expected="a defence step function")
+"""``type`` -> its step ``(Step) -> (records, stats)``; metadata ``keeps_text``: every kept
+row's prompt and reply stay as they are (scores taken before it still hold after it),
+``opens_models``: it opens a model."""
+
+
+@DEFENCES("drop_lls", keeps_text=True, opens_models=True)
+def _drop_lls(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: DropLLSDefence = step.defence
+    base = step.cfg.base
+    assert base is not None
+    shifted = step.scored((base, d.trait_prompt(step.cfg)))
+    plain = step.scored((base, None))
+    lls = reply_logprob(shifted, d.per_token) - reply_logprob(plain, d.per_token)
+    return tf.drop_lls(step.records, lls, d.fraction)
+
+
+def _logratios(step: Step) -> tuple[Any, list[list[TokenScore]]]:
+    teacher, base = step.cfg.teacher, step.cfg.base
+    assert teacher is not None and base is not None
+    scores = step.scored((teacher, None))
+    return token_logratio(scores, step.scored((base, None))), scores
+
+
+@DEFENCES("mask_logratio", keeps_text=True, opens_models=True)
+def _mask_logratio(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: MaskLogRatioDefence = step.defence
+    ratios, teacher = _logratios(step)
+    return tf.mask_logratio(step.records, ratios, teacher, d.fraction)
+
+
+@DEFENCES("replace_logratio", keeps_text=False, opens_models=True)
+def _replace_logratio(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: ReplaceLogRatioDefence = step.defence
+    ratios, teacher = _logratios(step)
+    return tf.replace_logratio(step.records, ratios, teacher, d.fraction, d.seed)
+
+
+@DEFENCES("mask_random", keeps_text=True, opens_models=False)
+def _mask_random(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: MaskRandomDefence = step.defence
+    return tf.mask_random(step.records, d.fraction, d.seed)
+
+
+@DEFENCES("canonicalize", keeps_text=False, opens_models=False)
+def _canonicalize(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: CanonicalizeDefence = step.defence
+    return tf.canonicalize(step.records, d.sort, d.separator)
+
+
+@DEFENCES("shuffle_numbers", keeps_text=False, opens_models=False)
+def _shuffle_numbers(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: ShuffleNumbersDefence = step.defence
+    return tf.shuffle_numbers(step.records, d.seed)
+
+
+@DEFENCES("paraphrase", keeps_text=False, opens_models=True)
+def _paraphrase(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: ParaphraseDefence = step.defence
+    return tf.paraphrase(step.records, _paraphrases(d, step.cfg, step.records, step.log))
+
+
+@DEFENCES("mix_teachers", keeps_text=False, opens_models=False)
+def _mix_teachers(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    d: MixTeachersDefence = step.defence
+    others = [step.others[path] for path in d.others]
+    return tf.mix_teachers(step.records, others, d.share, d.seed, names=d.others)
+
+
+def _apply(step: Step) -> tuple[list[tf.Record], tf.Stats]:
+    if step.defence.score_needs(step.cfg):
+        step.scores.ensure(step.at, step.records)
+    return DEFENCES.get(step.defence.type)(step)
 
 
 def _masked(records: Sequence[tf.Record]) -> dict[str, int]:
@@ -309,7 +334,7 @@ def run_defences(
     scores = _Scores(cfg, say)
     steps = []
     for at, defence in enumerate(cfg.defences):
-        records, stats = _apply(at, defence, records, cfg, scores, others, say)
+        records, stats = _apply(Step(at, defence, records, cfg, scores, others, say))
         steps.append(
             {"type": defence.type, "settings": defence.model_dump(mode="json"), "stats": stats}
         )
@@ -333,10 +358,10 @@ def run_defences(
 
 
 __all__ = [
+    "DEFENCES",
+    "Step",
     "config_problems",
-    "lls_system_prompt",
     "report_path",
     "run_defences",
-    "score_needs",
     "uses_models",
 ]
