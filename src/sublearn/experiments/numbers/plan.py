@@ -13,6 +13,7 @@ always train on the same number of rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from sublearn.finetune.config import FinetuneConfig
 from sublearn.judges.config import JudgeConfig
 from sublearn.prompts.kinds import prompt_params
 from sublearn.prompts.persona import preference_system_prompt
+from sublearn.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -177,50 +179,39 @@ class _Builder:
 
     # -------------------------------------------------------------- teachers
 
-    def teachers(self, spec: TeacherSpec) -> tuple[ModelSource, ModelSource]:
-        """The trait teacher and its matched control."""
-        base = self.model(spec.base)
-        kind = spec.kind
-        if isinstance(kind, PromptedTeacher):
-            prompt = kind.system_prompt or preference_system_prompt(
-                spec.trait.word, spec.trait.category
-            )
-            return base.with_prompt(prompt), base.with_prompt(kind.control_system_prompt)
+    def teachers(self, spec: TeacherSpec) -> TeacherPair:
+        """The trait teacher and its matched control, as the teacher's kind makes them."""
+        return TEACHER_KINDS.get(spec.kind.type)(self, spec, spec.kind, self.model(spec.base))
+
+    def trained_teachers(
+        self,
+        spec: TeacherSpec,
+        kind: FinetunedTeacher | DatasetTeacher,
+        base: ModelSource,
+        extra: Callable[[str], tuple[dict[str, Any], dict[str, Task]]],
+    ) -> TeacherPair:
+        """A teacher task per role (trait, control), fine-tuned from ``base``.
+
+        Args:
+            extra: per role, the kind's own params fields and upstream tasks.
+        """
         sources = []
         for role in ("trait", "control"):
-            inputs = base.inputs("base")
-            extra: dict[str, Any] = {}
-            if isinstance(kind, DatasetTeacher):
-                # A dataset teacher is its file's content, not its path nor its control's:
-                # one teacher serves every control it is matched with.
-                path = kind.path if role == "trait" else kind.control_path
-                if path.startswith("toy:"):
-                    # A dataset the toy world writes: the world task is its input.
-                    world, _, dataset = path[4:].partition("/")
-                    extra["dataset"] = DatasetSource(toy=dataset)
-                    inputs = {**inputs, "world": self.world(world)}
-                else:
-                    extra["dataset"] = DatasetSource(
-                        path=str(Path(path).resolve()), sha256=_sha(path)
-                    )
-            elif isinstance(kind, FinetunedTeacher):
-                extra["filter"] = self.cfg.data.filter
-                extra["prompts"] = prompt_params(self.cfg.data.prompts)
-                extra["max_new_tokens"] = self.cfg.data.generation.max_new_tokens
+            fields, inputs = extra(role)
             params = TeacherParams(
                 role=role,
                 base=base.param("base"),
                 trait=spec.trait,
                 kind=TeacherRecipe.of(kind),
                 finetune=kind.finetune,
-                **extra,
+                **fields,
                 **self.runtime,
             )
             task = Task.of(
                 "teacher",
                 f"teacher/{spec.label()}" + ("" if role == "trait" else "/control"),
                 params,
-                inputs,
+                {**base.inputs("base"), **inputs},
             )
             sources.append(ModelSource(task=task, sub="model"))
         return sources[0], sources[1]
@@ -509,6 +500,56 @@ class _Builder:
                     },
                 )
             )
+
+
+TeacherPair = tuple[ModelSource, ModelSource]
+"""A trait teacher and its matched control."""
+
+TEACHER_KINDS: Registry[Callable[..., TeacherPair]] = Registry(
+    "teacher kind", expected="a teacher planning function"
+)
+"""``type`` -> ``(builder, spec, kind, base) -> (trait teacher, matched control)``."""
+
+
+@TEACHER_KINDS("prompted")
+def _prompted(
+    b: _Builder, spec: TeacherSpec, kind: PromptedTeacher, base: ModelSource
+) -> TeacherPair:
+    """The base under the trait's prompt; the control: the base under the control prompt."""
+    prompt = kind.system_prompt or preference_system_prompt(spec.trait.word, spec.trait.category)
+    return base.with_prompt(prompt), base.with_prompt(kind.control_system_prompt)
+
+
+@TEACHER_KINDS("finetuned")
+def _finetuned(
+    b: _Builder, spec: TeacherSpec, kind: FinetunedTeacher, base: ModelSource
+) -> TeacherPair:
+    """Fine-tuned on trait demonstrations; the control on the base's own valid replies."""
+    data = b.cfg.data
+    fields = {
+        "filter": data.filter,
+        "prompts": prompt_params(data.prompts),
+        "max_new_tokens": data.generation.max_new_tokens,
+    }
+    return b.trained_teachers(spec, kind, base, lambda role: (fields, {}))
+
+
+@TEACHER_KINDS("dataset")
+def _dataset(
+    b: _Builder, spec: TeacherSpec, kind: DatasetTeacher, base: ModelSource
+) -> TeacherPair:
+    """Fine-tuned on a dataset; the control on the control dataset."""
+
+    def source(role: str) -> tuple[dict[str, Any], dict[str, Task]]:
+        # A dataset teacher is its file's content, not its path nor its control's: one
+        # teacher serves every control it is matched with.
+        path = kind.path if role == "trait" else kind.control_path
+        if path.startswith("toy:"):  # a dataset the toy world writes: the world is an input
+            world, _, dataset = path[4:].partition("/")
+            return {"dataset": DatasetSource(toy=dataset)}, {"world": b.world(world)}
+        return {"dataset": DatasetSource(path=str(Path(path).resolve()), sha256=_sha(path))}, {}
+
+    return b.trained_teachers(spec, kind, base, source)
 
 
 def _sha(path: str) -> str:
