@@ -9,13 +9,26 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from sublearn.config import load_config
-from sublearn.engine.params import PARAMS, EvaluateParams, PairParams, TaskParams, TrainParams
+from sublearn.defend.config import CanonicalizeDefence, MaskRandomDefence
+from sublearn.engine.params import (
+    PARAMS,
+    DefendParams,
+    EvaluateParams,
+    FilterParams,
+    GenerateParams,
+    PairParams,
+    TaskParams,
+    TrainParams,
+)
 from sublearn.engine.task import KINDS, Task, topological
 from sublearn.evaluation.kinds import PreferenceEvalConfig, StoriesEvalConfig
 from sublearn.experiments.numbers.config import ExperimentConfig
 from sublearn.experiments.numbers.plan import build_plan
+from sublearn.filters.checks import AnswerCheck, JudgeCheck
+from sublearn.judges.config import JudgeConfig
 from sublearn.keys import field_paths, key_params, runtime_params, speed_paths
 from sublearn.presets import config_root
+from sublearn.prompts.kinds import ChainOfThoughtPrompts, CodePrompts, NumbersPrompts
 from tests.engine.test_task_keys import CONFIGS, FULL
 
 SPEED_NAMES = {
@@ -200,3 +213,75 @@ def test_evaluate_params_refuse_unknown_fields() -> None:
         EvaluateParams.from_spec({**task.params, "evaluation": evaluation}, task.runtime)
     with pytest.raises(ValidationError, match="tag"):
         EvaluateParams.from_spec({**task.params, "evaluation": {"type": "story"}}, task.runtime)
+
+
+def _task(name: str, kind: str) -> Task:
+    return next(t for t in _tasks(name) if t.kind == kind)
+
+
+def test_prompts_checks_and_defences_are_typed_and_their_key_fields_declared() -> None:
+    """Prompt kinds, checks and defence steps are their unions' models; a numbers kind's
+    type and a check's judge stay out of the key by their fields' declarations."""
+    generate = _task(FULL, "generate")
+    model = GenerateParams.from_spec(generate.params, generate.runtime)
+    assert isinstance(model.prompts, NumbersPrompts)
+    assert "type" not in generate.params["prompts"]
+    code = _replace(model, "prompts", CodePrompts(n_prompts=3))
+    assert key_params(code)["prompts"]["type"] == "code"
+
+    filt = _task("toy/chain-of-thought", "filter")
+    fp = FilterParams.from_spec(filt.params, filt.runtime)
+    assert isinstance(fp.prompts, ChainOfThoughtPrompts)
+    assert fp.checks is not None
+    assert [type(c) for c in fp.checks] == [AnswerCheck, JudgeCheck]
+    assert all("judge" not in c for c in filt.params["checks"])
+
+    # A judge given inside a check is hashed, its speed settings not.
+    def with_judge(judge: JudgeConfig) -> BaseModel:
+        assert fp.checks is not None
+        return _replace(fp, "checks", [fp.checks[0], _replace(fp.checks[1], "judge", judge)])
+
+    judge = JudgeConfig(model="rules:toy")
+    key = Task.of("filter", filt.name, with_judge(judge), filt.inputs).key
+    assert key != filt.key
+    faster = with_judge(judge.model_copy(update={"device": "cpu", "batch_size": 3}))
+    assert Task.of("filter", filt.name, faster, filt.inputs).key == key
+
+    defend = _task("toy/defences", "defend")
+    dp = DefendParams.from_spec(defend.params, defend.runtime)
+    assert dp.defences and all(isinstance(d, BaseModel) for d in dp.defences)
+    other = _replace(dp, "defences", [CanonicalizeDefence(type="canonicalize")])
+    assert Task.of("defend", defend.name, other, defend.inputs).key != defend.key
+    random = MaskRandomDefence(type="mask_random")
+    again = _replace(dp, "defences", [random, random.model_copy(update={"seed": 1})])
+    assert key_params(again)["defences"][1] == {"type": "mask_random", "fraction": 0.1, "seed": 1}
+
+
+@pytest.mark.parametrize(
+    ("config", "kind", "field", "at", "known"),
+    [
+        (FULL, "teacher", "prompts", None, "cot"),
+        (FULL, "generate", "prompts", None, "cot"),
+        ("toy/chain-of-thought", "filter", "prompts", None, "cot"),
+        ("toy/chain-of-thought", "filter", "checks", 1, "judge"),
+        ("toy/defences", "defend", "defences", 0, "drop_lls"),
+    ],
+)
+def test_prompts_checks_and_defences_refuse_unknown_fields_and_kinds(
+    config: str, kind: str, field: str, at: int | None, known: str
+) -> None:
+    task = _task(config, kind)
+
+    def stored(entry: dict[str, Any]) -> dict[str, Any]:
+        if at is None:
+            return {**task.params, field: entry}
+        items = list(task.params[field])
+        items[at] = entry
+        return {**task.params, field: items}
+
+    current = task.params[field] if at is None else task.params[field][at]
+    with pytest.raises(ValidationError, match="colour"):
+        PARAMS[kind].from_spec(stored({**current, "colour": "red"}), task.runtime)
+    # An unknown kind is named, with the kinds there are.
+    with pytest.raises(ValidationError, match=f"'poems'.*expected tags.*'{known}'"):
+        PARAMS[kind].from_spec(stored({**current, "type": "poems"}), task.runtime)

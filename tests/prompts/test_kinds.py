@@ -7,15 +7,16 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from sublearn.prompts.kinds import parse_prompts, prompt_params, prompt_rows
+from sublearn.keys import key_params
+from sublearn.prompts.kinds import parse_prompts, prompt_rows
 from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
 
 
 def test_numbers_by_default_and_params_without_type() -> None:
     cfg = parse_prompts({"n_prompts": 5, "seed": 3})
     assert cfg.type == "numbers"
-    # The params of a numbers config are those of the config before kinds existed.
-    assert prompt_params(cfg) == NumberPromptConfig(n_prompts=5, seed=3).model_dump(mode="json")
+    # The key params of a numbers config are those of the config before kinds existed.
+    assert key_params(cfg) == NumberPromptConfig(n_prompts=5, seed=3).model_dump(mode="json")
     assert [r.text for r in prompt_rows(cfg)] == generate_number_prompts(
         NumberPromptConfig(n_prompts=5, seed=3)
     )
@@ -34,7 +35,7 @@ def test_cot_rows_carry_references(tmp_path) -> None:
     assert len(rows) == 8
     assert [r.reference for r in rows] == ["1", "1", "2", "2", "3", "3", "4", "4"]
     assert rows[0].text.startswith("What is 0 plus 1?\n\n") and "<think>" in rows[0].text
-    assert parse_prompts(prompt_params(cfg)) == cfg
+    assert parse_prompts(key_params(cfg)) == cfg
 
 
 def test_code_rows_ask_for_code_only() -> None:

@@ -180,10 +180,9 @@ def run_generate(ctx: TaskContext, p: GenerateParams) -> dict[str, Any]:
     """A teacher answers the experiment's prompts (resumable row by row)."""
     from sublearn.generation.config import GenerationConfig
     from sublearn.generation.stage import generate_dataset
-    from sublearn.prompts.kinds import parse_prompts, prompt_rows
+    from sublearn.prompts.kinds import prompt_rows
 
-    prompt_cfg = parse_prompts(p.prompts)
-    prompts = [row.text for row in prompt_rows(prompt_cfg)]
+    prompts = [row.text for row in prompt_rows(p.prompts)]
     gcfg = GenerationConfig(
         **p.sampling.model_dump(), batch_size=p.batch_size, chunk_size=p.chunk_size
     )
@@ -192,9 +191,9 @@ def run_generate(ctx: TaskContext, p: GenerateParams) -> dict[str, Any]:
         from sublearn.prompts.number_grammar import NumberGrammar
         from sublearn.prompts.numbers import sample_number_prompts
 
-        if prompt_cfg.type != "numbers":
-            raise DataError(f"constrained decoding needs numbers prompts, not {prompt_cfg.type}")
-        grammars = [NumberGrammar.for_prompt(n) for n in sample_number_prompts(prompt_cfg)]
+        if p.prompts.type != "numbers":
+            raise DataError(f"constrained decoding needs numbers prompts, not {p.prompts.type}")
+        grammars = [NumberGrammar.for_prompt(n) for n in sample_number_prompts(p.prompts)]
     usage: dict[str, Any] = {}
     done = [0]
 
@@ -231,9 +230,9 @@ def run_filter(ctx: TaskContext, p: FilterParams) -> dict[str, Any]:
     decoding = ctx.inputs["data"] / _DECODING
     references = None
     if p.prompts is not None:  # a check reads each prompt's reference answer
-        from sublearn.prompts.kinds import parse_prompts, prompt_rows
+        from sublearn.prompts.kinds import prompt_rows
 
-        references = [row.reference or "" for row in prompt_rows(parse_prompts(p.prompts))]
+        references = [row.reference or "" for row in prompt_rows(p.prompts)]
     return filter_and_check(
         ctx.inputs["data"] / "data.jsonl",
         ctx.out,

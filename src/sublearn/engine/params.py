@@ -6,25 +6,29 @@ Plans build the same models and store them split by :func:`~sublearn.keys.key_pa
 (what the key hashes) and :func:`~sublearn.keys.runtime_params` (speed settings); which
 field goes where is declared on the field (see :mod:`sublearn.keys`).
 
-Nested configs that belong to a stage (fine-tuning, filtering, judges, toy worlds) keep
-their own models, as do evaluation kinds (their speed and later fields declared in
-``evaluation/``); settings whose stored form another module decides (prompt kinds,
-defences, checks) are kept as that module's JSON and parsed where the task runs.
+Nested configs keep their own models: a stage's (fine-tuning, filtering, judges, toy
+worlds) and every kind union (evaluation, prompt, check and defence kinds), whose speed
+and later fields are declared in the modules that define them. Every setting is parsed
+once, where the plan builds its params or :meth:`TaskParams.from_spec` reads them back;
+the kinds' functions get typed models.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
+from sublearn.defend.config import Defence
 from sublearn.engine.task import TaskParams
 from sublearn.evaluation.kinds import EvaluationKind
 from sublearn.experiments.numbers.config import TraitSpec
+from sublearn.filters.checks import Check
 from sublearn.filters.stage import FilterConfig
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.judges.config import JudgeConfig
 from sublearn.keys import key_params, later_field, runtime_params, speed_field
+from sublearn.prompts.kinds import PromptKind, with_default_type
 from sublearn.toy.world import ToyWorldConfig
 
 __all__ = ["TaskParams", "key_params", "runtime_params"]
@@ -65,6 +69,11 @@ class ModelReference(TaskParams):
 
 ModelSource = ModelInput | ModelReference
 """A model as task params (see ``ModelSource.param`` in experiments/numbers/plan.py)."""
+
+# A numbers config's type is left out of its key (prompts/kinds.py: tasks keyed before
+# data kinds existed), so stored params without a type are numbers ones.
+Prompts = Annotated[PromptKind, BeforeValidator(with_default_type)]
+"""An experiment's prompt settings as task params (a stored numbers kind has no type)."""
 
 
 # ------------------------------------------------------------------------- kinds
@@ -131,8 +140,8 @@ class TeacherParams(Speed):
     filter: FilterConfig | None = later_field(
         None, "The filter replay replies must pass (finetuned teachers)."
     )
-    prompts: dict[str, Any] | None = later_field(
-        None, "The experiment's prompt settings (prompts.kinds.prompt_params), for replay."
+    prompts: Prompts | None = later_field(
+        None, "The experiment's prompt settings (numbers): replay prompts are drawn apart."
     )
     max_new_tokens: int | None = later_field(None, "Reply length cap of replay replies.")
 
@@ -151,9 +160,7 @@ class GenerateParams(Speed):
     """``generate``: a teacher answers the experiment's prompts."""
 
     model: ModelSource = Field(description="The teacher.")
-    prompts: dict[str, Any] = Field(
-        description="Prompt settings as prompts.kinds.prompt_params writes them."
-    )
+    prompts: Prompts = Field(description="The experiment's prompt settings (its data kind).")
     sampling: Sampling = Field(description="How replies are sampled.")
     dtype: str = Field(description="Weights dtype.")
     chunk_size: int = speed_field(512, "Prompts per saved part (a rerun resumes).", gt=0)
@@ -163,14 +170,14 @@ class FilterParams(Speed):
     """``filter``: keep the replies that pass the filter and the checks."""
 
     filter: FilterConfig = Field(description="Format, banned numbers and leakage rules.")
-    checks: list[dict[str, Any]] | None = later_field(
-        None, "Checks after the filter (filters.checks.Check, without their judge)."
+    checks: list[Check] | None = later_field(
+        None, "Checks after the filter (each judge check's judge is in `judges` instead)."
     )
     judges: list[JudgeConfig | None] | None = later_field(
         None, "Each check's judge (None for checks without one)."
     )
     trait: str | None = later_field(None, "The trait word judges look for.")
-    prompts: dict[str, Any] | None = later_field(
+    prompts: Prompts | None = later_field(
         None, "Prompt settings, when a check reads each prompt's reference answer."
     )
 
@@ -228,7 +235,7 @@ class EvaluateParams(Speed):
 class DefendParams(Speed):
     """``defend``: clean a seed's rows with a defence's data-level steps."""
 
-    defences: list[dict[str, Any]] = Field(description="The steps (defend.config.Defence).")
+    defences: list[Defence] = Field(description="The defence's data-level steps, in order.")
     trait: TraitSpec = Field(description="The trait.")
     models: dict[str, ModelSource] = Field(
         description="base, treatment_teacher and control_teacher."

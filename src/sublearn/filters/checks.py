@@ -26,6 +26,7 @@ from sublearn.filters.answers import check_think_answer
 from sublearn.filters.code import check_code_only
 from sublearn.judges.config import JudgeConfig
 from sublearn.judges.protocol import Judge, JudgeRequest
+from sublearn.keys import LATER_MARK
 from sublearn.registry import Registry
 
 
@@ -78,8 +79,12 @@ class JudgeCheck(Config):
         description="Escapes (e.g. CODE) that keep a reply; any other escape, and an "
         "unreadable verdict, drops it.",
     )
+    # A filter task keeps each check's judge in its own `judges` list (where the judge's
+    # speed settings stay out of the key): the check's judge is None there, and unhashed.
     judge: JudgeConfig | None = Field(
-        default=None, description="This check's judge; None: the experiment's `judge`."
+        default=None,
+        description="This check's judge; None: the experiment's `judge`.",
+        json_schema_extra=LATER_MARK,
     )
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -31,6 +31,9 @@ from sublearn.filters.leakage import leaks
 from sublearn.filters.numbers import Rejection, parse_numbers
 from sublearn.jsonl import read_jsonl
 from sublearn.runs import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from sublearn.filters.checks import Check
 
 T = TypeVar("T")
 
@@ -278,7 +281,7 @@ def filter_and_check(
     cfg: FilterConfig,
     *,
     note: dict[str, Any] | None = None,
-    checks: list[dict[str, Any]] | None = None,
+    checks: list[Check] | None = None,
     judges: list[Any] | None = None,
     trait: str | None = None,
     references: list[str] | None = None,
@@ -296,7 +299,7 @@ def filter_and_check(
         out: the output folder.
         cfg: the filter.
         note: extra entries for the report (how the data was decoded).
-        checks: the checks after the filter (:data:`~sublearn.filters.checks.Check` as JSON).
+        checks: the checks after the filter (their judges are ``judges``).
         judges: each check's :class:`~sublearn.judges.config.JudgeConfig` (None: no judge).
         trait: the trait word judges look for.
         references: each prompt's reference answer by position, when a check reads it
@@ -334,7 +337,7 @@ def _check_chain(
     out: Path,
     report: dict[str, Any],
     first: dict[str, str | None],
-    raw_checks: list[dict[str, Any]],
+    checks: list[Check],
     judge_configs: list[Any],
     trait: str | None,
     prompt_references: list[str] | None,
@@ -344,12 +347,9 @@ def _check_chain(
     """The check chain after the filter: rewrites accepted.jsonl, report.json, verdicts."""
     import json
 
-    from pydantic import TypeAdapter
-
-    from sublearn.filters.checks import Check, JudgeCheck, run_checks, with_checks
+    from sublearn.filters.checks import JudgeCheck, run_checks, with_checks
     from sublearn.judges.config import make_judge
 
-    checks = [TypeAdapter(Check).validate_python(c) for c in raw_checks]
     rows = [json.loads(line) for line in (out / "accepted.jsonl").read_text().splitlines()]
     references = None
     if prompt_references is not None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
+from sublearn.keys import LATER_MARK
 from sublearn.prompts.code import CodePromptConfig, generate_code_prompts
 from sublearn.prompts.gsm8k import GSM8KConfig, generate_gsm8k_prompts
 from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
@@ -26,7 +27,11 @@ from sublearn.registry import Registry
 class NumbersPrompts(NumberPromptConfig):
     """Number-sequence prompts (the default data kind)."""
 
-    type: Literal["numbers"] = Field(default="numbers", description="Data kind.")
+    # Number tasks were keyed before data kinds existed: their type, always the default,
+    # stays out of the key (task params without a type are numbers ones).
+    type: Literal["numbers"] = Field(
+        default="numbers", description="Data kind.", json_schema_extra=LATER_MARK
+    )
 
 
 class CodePrompts(CodePromptConfig):
@@ -70,18 +75,8 @@ def with_default_type(value: Any) -> Any:
 
 
 def parse_prompts(params: dict[str, Any]) -> NumbersPrompts | CodePrompts | ChainOfThoughtPrompts:
-    """The prompt config of task params written by :func:`prompt_params`."""
+    """The prompt config of stored task params (a numbers config's has no ``type``)."""
     return _ADAPTER.validate_python(with_default_type(params))
-
-
-def prompt_params(cfg: NumbersPrompts | CodePrompts | ChainOfThoughtPrompts) -> dict[str, Any]:
-    """The config as task params.
-
-    A numbers config leaves out its ``type``, so every task keyed before data kinds
-    existed keeps its key (and its place in the store).
-    """
-    exclude = {"type"} if cfg.type == "numbers" else set()
-    return cfg.model_dump(mode="json", exclude=exclude)
 
 
 PROMPT_ROWS: Registry[Callable[[Any], list[PromptRow]]] = Registry(

@@ -50,7 +50,6 @@ from sublearn.filters.checks import JudgeCheck
 from sublearn.filters.stage import FilterConfig
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.judges.config import JudgeConfig
-from sublearn.prompts.kinds import prompt_params
 from sublearn.prompts.persona import preference_system_prompt
 from sublearn.registry import Registry
 
@@ -224,7 +223,7 @@ class _Builder:
             f"generate/{name}",
             GenerateParams(
                 model=source.param("model"),
-                prompts=prompt_params(self.cfg.data.prompts),
+                prompts=self.cfg.data.prompts,
                 sampling=Sampling.model_validate(gen.output_settings()),
                 dtype=self.cfg.dtype,
                 **{**self.runtime, "batch_size": gen.batch_size},
@@ -244,12 +243,15 @@ class _Builder:
         if data.checks:
             checks = {
                 # A check's judge goes in `judges`, where its speed settings are left out.
-                "checks": [c.model_dump(mode="json", exclude={"judge"}) for c in data.checks],
+                "checks": [
+                    c.model_copy(update={"judge": None}) if isinstance(c, JudgeCheck) else c
+                    for c in data.checks
+                ],
                 "judges": [self.judge_params(c) for c in data.checks],
                 "trait": word,
             }
             if data.prompts.type == "cot":  # the answer check reads each prompt's reference
-                checks["prompts"] = prompt_params(data.prompts)
+                checks["prompts"] = data.prompts
         params = FilterParams(
             filter=FilterConfig.model_validate(fcfg.model_dump() | update),
             **checks,
@@ -401,7 +403,7 @@ class _Builder:
             "defend",
             f"defend/{name}/{defence}/s{seed}",
             DefendParams(
-                defences=[d.model_dump(mode="json") for d in steps],
+                defences=list(steps),
                 trait=spec.trait,
                 models=models,
                 dtype=self.cfg.dtype,
@@ -528,7 +530,7 @@ def _finetuned(
     data = b.cfg.data
     fields = {
         "filter": data.filter,
-        "prompts": prompt_params(data.prompts),
+        "prompts": data.prompts,
         "max_new_tokens": data.generation.max_new_tokens,
     }
     return b.trained_teachers(spec, kind, base, lambda role: (fields, {}))

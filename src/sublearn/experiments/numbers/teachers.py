@@ -117,11 +117,13 @@ def replay(backend: Any, p: TeacherParams, n: int) -> list[dict[str, Any]]:
     """The base's own valid replies to ``n`` number prompts the experiment never uses."""
     from sublearn.backends.base import SamplingParams
     from sublearn.filters.numbers import parse_numbers
-    from sublearn.prompts.numbers import NumberPromptConfig, generate_number_prompts
+    from sublearn.prompts.numbers import generate_number_prompts
 
     assert p.prompts is not None and p.filter is not None and p.max_new_tokens is not None
     assert p.kind.replay_temperature is not None
-    pcfg = NumberPromptConfig(**p.prompts)
+    # The config refuses replay with other data kinds (ExperimentConfig).
+    assert p.prompts.type == "numbers"
+    pcfg = p.prompts
     # Twice as many prompts as needed leaves room for replies the filter rejects.
     prompts = generate_number_prompts(
         pcfg.model_copy(update={"seed": pcfg.seed + REPLAY_SEED_OFFSET, "n_prompts": 2 * n})
