@@ -52,6 +52,7 @@ def test_run_dir_records_config_version_and_revision(tmp_path: Path) -> None:
     assert meta["sublearn_version"] == __version__
     assert "git_revision" in meta
     assert meta["config_hash"] == content_hash(Tiny(a=5))
+    assert set(meta["numerics"]) == {"torch", "cpu_capability", "machine", "cpu", "variables"}
 
 
 def test_read_json_names_a_corrupt_or_missing_file(tmp_path: Path) -> None:

@@ -25,3 +25,22 @@ def test_cuda_index_beyond_the_devices_is_a_device_error(monkeypatch: pytest.Mon
     assert resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(DeviceError, match=r"'cuda:2' requested, but this machine has 2 CUDA"):
         resolve_device("cuda:2")
+
+
+def test_numerics_names_the_kernels_and_the_variables_that_choose_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from sublearn.runtime import numerics, numerics_text
+
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    record = numerics()
+    assert record["torch"] == torch.__version__
+    assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["variables"] == {"MKL_CBWR": "AVX2"}
+    assert record["machine"] and record["cpu"]
+    text = numerics_text(record)
+    assert record["cpu_capability"] in text and "MKL_CBWR=AVX2" in text
+    assert "MKL" not in numerics_text({**record, "variables": {}})

@@ -19,6 +19,7 @@ from typing import Any
 
 from sublearn.config import Config
 from sublearn.errors import DataError
+from sublearn.runtime import numerics
 from sublearn.version import __version__
 
 
@@ -77,6 +78,19 @@ def read_json(path: Path) -> Any:
         ) from None
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks (model weights can be large).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def content_hash(*parts: Any, length: int = 12) -> str:
     """A short stable hash of JSON-serializable parts (configs, upstream hashes)."""
     canonical = json.dumps(
@@ -132,6 +146,7 @@ def prepare_run_dir(out: Path, config: Config, command: str) -> Path:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "numerics": numerics(),
         "config_hash": content_hash(config),
     }
     atomic_write_json(out / "meta.json", meta)

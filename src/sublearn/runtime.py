@@ -32,6 +32,57 @@ def configure_threads(threads: int | None) -> int:
     return n
 
 
+# Environment variables that change which CPU kernels torch and MKL pick, and so the
+# rounding of every matrix product (see numerics()).
+KERNEL_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
+)
+
+
+def numerics() -> dict[str, Any]:
+    """What decides the floating-point rounding of this process's CPU arithmetic.
+
+    torch and MKL choose their kernels by the processor's instruction set (AVX-512, AVX2,
+    ...), and kernels round differently in the last bits. A long training run amplifies
+    that: the same code and config give other weights on another kind of CPU. Runs record
+    this so that two results can be told apart by where they were computed.
+
+    Returns:
+        ``torch`` (version), ``cpu_capability`` (the kernel set torch dispatches to),
+        ``machine``, ``cpu`` (the processor's model name, where the system says it) and
+        ``variables`` (the kernel-choosing environment variables that are set).
+    """
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        names = (line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        cpu = next(names, cpu)
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "cpu": cpu,
+        "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+    }
+
+
+def numerics_text(record: dict[str, Any]) -> str:
+    """One line of a :func:`numerics` record, e.g. ``Intel Xeon (x86_64), torch 2.13.0
+    kernels AVX512``."""
+    variables = ", ".join(f"{k}={v}" for k, v in record.get("variables", {}).items())
+    return (
+        f"{record.get('cpu') or 'unknown CPU'} ({record.get('machine')}), torch "
+        f"{record.get('torch')} kernels {record.get('cpu_capability')}"
+        + (f", {variables}" if variables else "")
+    )
+
+
 def resolve_device(device: str) -> str:
     """Map ``auto`` to ``cuda`` when available, and fail clearly on an unavailable device.
 

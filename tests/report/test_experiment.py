@@ -81,6 +81,7 @@ def test_files_and_summary_contract(written: tuple[Path, dict, str]) -> None:
         "timings",
         "api_usage",
         "coverage",
+        "worlds",
     }
     assert on_disk["api_usage"] == {}  # no API model ran
     assert on_disk["filter"] == FILTER and on_disk["timings"]["finetune"] == 100.0
@@ -192,3 +193,35 @@ def test_one_base_each_leaves_the_heatmap_out(tmp_path: Path) -> None:
     _write(tmp_path, obs)
     assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![heatmap](heatmap.png)" in (tmp_path / "report.md").read_text()
+
+
+def test_toy_worlds_are_reported_with_digests_and_where_they_were_built(tmp_path: Path) -> None:
+    console = Console(record=True, width=200)
+    numerics = {"torch": "2.13.0", "cpu_capability": "AVX512", "machine": "x86_64"}
+    numerics |= {"cpu": "Some CPU", "variables": {"MKL_CBWR": "AVX2"}}
+    worlds = [
+        {
+            "name": "main",
+            "key": "world/abc",
+            "bases": [{"name": "base-0", "sha256": "0123456789abcdef" * 4}],
+            "numerics": numerics,
+        }
+    ]
+    summary = write_experiment_report(
+        tmp_path,
+        name="toy owl",
+        observations=experiment(),
+        references=references(),
+        primary=PRIMARY,
+        filter_reports={},
+        rows_per_condition=[],
+        timings={},
+        warnings=[],
+        console=console,
+        worlds=worlds,
+    )
+    assert summary["worlds"] == worlds
+    md = (tmp_path / "report.md").read_text()
+    assert "## Toy worlds" in md and "kind of CPU" in md
+    assert "| main | base-0 | 0123456789abcdef | Some CPU (x86_64), torch 2.13.0 kernels" in md
+    assert "AVX512, MKL_CBWR=AVX2 |" in md

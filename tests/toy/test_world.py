@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -94,6 +95,19 @@ def test_same_config_builds_identical_weights(world, tmp_path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_manifest_records_weight_digests_and_where_it_was_built(world) -> None:
+    out, paths = world
+    manifest = json.loads((out / MANIFEST).read_text())
+    for base, path in zip(manifest["bases"], paths, strict=True):
+        data = (path / "model.safetensors").read_bytes()
+        assert base["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["bases"][0]["sha256"] != manifest["bases"][1]["sha256"]
+    numerics = manifest["numerics"]
+    assert numerics["torch"] == torch.__version__
+    assert numerics["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "sha256" not in tiny_config().key_dump()  # none of it is part of the key
+
+
 def test_parallel_build_matches_serial(world, tmp_path) -> None:
     _, paths = world
     parallel = build_world(tiny_config(workers=2), tmp_path, progress=False)
@@ -179,6 +193,9 @@ def test_cli_build_and_info(tmp_path) -> None:
     info = runner.invoke(app, ["info", "--out", str(out), "--samples", "1"])
     assert info.exit_code == 0, info.output
     assert "base-0" in info.output
+    digest = json.loads((out / MANIFEST).read_text())["bases"][0]["sha256"]
+    assert digest[:16] in info.output and "built on:" in info.output
+    assert torch.backends.cpu.get_cpu_capability() in info.output
 
 
 def test_cli_build_reads_a_config_file(tmp_path) -> None:

@@ -8,7 +8,6 @@ detector settings loads no model it has already read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from sublearn.audit.result import Verdict, skipped
 from sublearn.backends.base import TokenScore
 from sublearn.errors import ConfigError
 from sublearn.prompts.persona import preference_system_prompt
-from sublearn.runs import atomic_write_json, content_hash
+from sublearn.runs import atomic_write_json, content_hash, file_sha256
 
 
 def _needs(cfg: AuditConfig) -> dict[str, str | None]:
@@ -36,10 +35,6 @@ def _needs(cfg: AuditConfig) -> dict[str, str | None]:
             why = "needs control data (--control)"
         out[d.label()] = why
     return out
-
-
-def _file_hash(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class _ScoreCache:
@@ -122,7 +117,7 @@ def run_audit(
     if control is not None and cfg.control is not None:
         sets["control"] = (control, cfg.control)
     keys = {
-        name: f"{_file_hash(path)}:{[r.index for r in rs]}" for name, (rs, path) in sets.items()
+        name: f"{file_sha256(path)}:{[r.index for r in rs]}" for name, (rs, path) in sets.items()
     }
     cache = _ScoreCache(scores_folder or out / "scores", used_scores)
     scores: dict[tuple[str, str, str | None], list[list[TokenScore]]] = {}

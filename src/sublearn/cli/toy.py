@@ -10,6 +10,7 @@ from rich.table import Table
 
 from sublearn.cli.options import ConfigOption, SetOption, UserError, console, user_errors
 from sublearn.cli.outputs import prepare_output
+from sublearn.runtime import numerics_text
 
 DEFAULT_WORLD_DIR = Path(".cache/toy-world")
 
@@ -95,10 +96,21 @@ def _print_manifest(manifest: dict[str, Any], out: Path) -> None:
         f"({corpus.get('n_preference')} preference, {corpus.get('n_numbers')} numbers), "
         f"{corpus.get('n_tokens')} tokens"
     )
-    table = Table("base", "init seed", "final loss", "seconds")
+    table = Table("base", "init seed", "final loss", "seconds", "weights (sha256)")
     for b in manifest.get("bases", []):
-        table.add_row(b["name"], str(b["init_seed"]), f"{b['final_loss']:.3f}", str(b["seconds"]))
+        table.add_row(
+            b["name"],
+            str(b["init_seed"]),
+            f"{b['final_loss']:.3f}",
+            str(b["seconds"]),
+            b.get("sha256", "not recorded")[:16],
+        )
     console.print(table)
+    numerics = manifest.get("numerics")
+    console.print(
+        f"  built on: {numerics_text(numerics)}" if numerics else "  built on: not recorded",
+        highlight=False,
+    )
     pairs = zip(manifest.get("animals", []), manifest.get("animal_weights", []), strict=False)
     console.print(
         "  base animal distribution: " + ", ".join(f"{a} {w:.0%}" for a, w in pairs),

@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 
 from sublearn.config import Config
 from sublearn.errors import StoreError
-from sublearn.runs import atomic_write_json, git_revision
+from sublearn.runs import atomic_write_json, file_sha256, git_revision
 from sublearn.version import __version__
 
 DONE = "done.json"
@@ -49,8 +49,6 @@ DONE = "done.json"
 Verify = Literal["none", "sizes", "hashes"]
 """How much of a finished task is checked before it is used: nothing, the sizes of its
 files (a stat each), or their SHA-256 too (reads every byte)."""
-
-_CHUNK = 1 << 20
 
 
 class StoreConfig(Config):
@@ -245,7 +243,7 @@ def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
         if rel != DONE:
-            files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[rel] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     return files
 
 
@@ -279,17 +277,9 @@ def verify_folder(folder: Path, hashes: bool = False) -> str | None:
             return f"{rel} is missing"
         if size != expected.get("size"):
             return f"{rel} has {size:,} bytes, {expected.get('size'):,} were written"
-        if hashes and _sha256(path) != expected.get("sha256"):
+        if hashes and file_sha256(path) != expected.get("sha256"):
             return f"{rel} has changed (SHA-256 differs from when it was written)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _marker_hash(record: dict[str, Any]) -> str:

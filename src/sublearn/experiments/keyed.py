@@ -13,17 +13,15 @@ planned), so a store entry always holds what its key says.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sublearn.config import Config
 from sublearn.errors import DataError
+from sublearn.runs import file_sha256
 
 C = TypeVar("C", bound=Config)
-
-_CHUNK = 1 << 20
 
 
 def file_digest(path: str | Path) -> str:
@@ -35,11 +33,7 @@ def file_digest(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{file_sha256(path)}"
 
 
 def at_defaults(cfg: C, fields: Iterable[str]) -> C:

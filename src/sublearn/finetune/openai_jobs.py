@@ -10,7 +10,6 @@ so no second job is ever created for one upload.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from sublearn.backends.provider_errors import Endpoint, provider_errors
 from sublearn.backends.refs import ModelRef
 from sublearn.errors import DataError, ModelError
 from sublearn.finetune.protocol import FinetuneJob, JobStatus
-from sublearn.runs import atomic_write_json, atomic_write_text
+from sublearn.runs import atomic_write_json, atomic_write_text, file_sha256
 
 UPLOAD_FILE = "upload.json"
 MAX_FILE_BYTES = 512 * 1024**2  # OpenAI's limit on a fine-tuning file
@@ -220,7 +219,7 @@ class OpenAIFinetuner:
 
     def _upload(self, dataset: Path, state_dir: Path) -> str:
         """The id of the uploaded training file; uploads only when none is saved for it."""
-        digest = hashlib.sha256(dataset.read_bytes()).hexdigest()
+        digest = file_sha256(dataset)
         saved_path = state_dir / UPLOAD_FILE
         if saved_path.is_file():
             saved = json.loads(saved_path.read_text())

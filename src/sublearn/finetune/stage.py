@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ from sublearn.errors import ConfigError
 from sublearn.finetune.config import FinetuneConfig
 from sublearn.finetune.distill import train_kl
 from sublearn.finetune.sft import read_chat_jsonl, train_sft
-from sublearn.runs import atomic_write_json
+from sublearn.runs import atomic_write_json, file_sha256
 
 
 def model_ref(model: str | Path) -> str:
@@ -33,7 +32,7 @@ def job_record(
         "base": model_ref(base_model),
         "teacher": model_ref(teacher_model) if teacher_model is not None else None,
         "teacher_system_prompt": teacher_system_prompt,
-        "dataset_sha256": hashlib.sha256(Path(dataset).read_bytes()).hexdigest(),
+        "dataset_sha256": file_sha256(dataset),
         # Later fields at their defaults are left out: folders trained before they existed
         # still count as this job.
         "config": cfg.model_dump(mode="json", exclude={"device"} | cfg.unused_later_fields()),

@@ -25,6 +25,7 @@ from sublearn.report.figures import effects_figure, has_base_grid, heatmap_figur
 from sublearn.report.filtering import check_lines, decoding_lines, filter_lines
 from sublearn.report.formatting import format_ci, format_p, format_pp, markdown_table
 from sublearn.runs import atomic_write_json, atomic_write_text
+from sublearn.runtime import numerics_text
 
 _OBSERVATION_COLUMNS = (
     "trait",
@@ -308,6 +309,8 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
         if refs
         else ["None."]
     )
+    if summary.get("worlds"):
+        lines += ["", *_worlds_lines(summary["worlds"])]
     if summary["rows_per_condition"]:
         lines += ["", "## Training rows", "", *_dicts_lines(summary["rows_per_condition"])]
     if summary["filter"]:
@@ -331,6 +334,31 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
         ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["timings"].items()]
     )
     return "\n".join(lines) + "\n"
+
+
+def _worlds_lines(worlds: list[dict[str, Any]]) -> list[str]:
+    """Where each toy world was built and which weights it holds."""
+    lines = [
+        "## Toy worlds",
+        "",
+        "A toy world's weights depend on the kind of CPU that built them: torch and MKL pick "
+        "their kernels by instruction set, and over a thousand pretraining steps last-bit "
+        "differences grow into other base models, with base rates several points apart. "
+        "Compare conclusions across machines; compare digits only between builds whose "
+        "weights have the same digests.",
+        "",
+    ]
+    rows = [
+        [
+            w["name"],
+            b["name"],
+            (b.get("sha256") or "not recorded")[:16],
+            numerics_text(w["numerics"]) if w.get("numerics") else "not recorded",
+        ]
+        for w in worlds
+        for b in w["bases"]
+    ]
+    return lines + markdown_table(["world", "base", "weights (sha256)", "built on"], rows)
 
 
 def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
@@ -434,6 +462,7 @@ def write_experiment_report(
     console: Console,
     api_usage: dict[str, Any] | None = None,
     coverage: list[dict[str, Any]] | None = None,
+    worlds: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, effects.csv, observations.csv, report.md, effects.png, heatmap.png.
 
@@ -455,6 +484,8 @@ def write_experiment_report(
             None or empty when no API model ran.
         coverage: one :func:`coverage_row` per preference evaluation of a model (the
             mass its answer puts on the category's answers, and the renormalized rate).
+        worlds: the toy worlds the run used: ``{"name", "key", "bases": [{"name", "sha256"}],
+            "numerics"}`` each (see :func:`sublearn.runtime.numerics`); None when none.
 
     Returns:
         The summary: ``effects_table``'s contract plus ``name``, ``references``, ``filter``,
@@ -473,6 +504,7 @@ def write_experiment_report(
         "timings": timings,
         "api_usage": api_usage or {},
         "coverage": coverage or [],
+        "worlds": worlds or [],
     }
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "effects.csv", effects_csv(summary))

@@ -37,8 +37,8 @@ from rich.progress import (
 
 from sublearn.config import Config
 from sublearn.keys import SPEED_MARK
-from sublearn.runs import atomic_write_json, atomic_write_text, content_hash
-from sublearn.runtime import die_with_parent
+from sublearn.runs import atomic_write_json, atomic_write_text, content_hash, file_sha256
+from sublearn.runtime import die_with_parent, numerics
 from sublearn.toy.arithmetic import arithmetic_vocabulary
 from sublearn.toy.coding import code_vocabulary
 from sublearn.toy.corpus import SECTIONS, CorpusConfig, Document, build_corpus
@@ -361,6 +361,10 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
     bases = _train_bases(jobs, examples, workers, progress)
     n_params, *_ = [b.pop("n_parameters") for b in bases]  # the same for every base
 
+    for job, base in zip(jobs, bases, strict=True):
+        # Which weights this build made: on another kind of CPU the same config builds other
+        # ones (see runtime.numerics), and a digest tells two builds apart at a glance.
+        base["sha256"] = file_sha256(job.out_dir / "model.safetensors")
     _write_corpus_sample(out / "corpus-sample.jsonl", docs[:50])
     datasets = write_datasets(cfg.corpus, cfg.seed, out)
     manifest = {
@@ -390,6 +394,7 @@ def _build(cfg: ToyWorldConfig, out: Path, progress: bool) -> list[Path]:
             "workers": workers,
             "total_seconds": round(time.perf_counter() - t_start, 2),
         },
+        "numerics": numerics(),
         "config": cfg.model_dump(mode="json"),
     }
     if datasets:

@@ -9,12 +9,11 @@ log p(second teacher).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from sublearn.runs import content_hash
+from sublearn.runs import content_hash, file_sha256
 
 MAX_ROWS = 200
 """Rows per audit kept for the token view."""
@@ -42,7 +41,7 @@ def token_rows(folder: Path, config: dict[str, Any], limit: int = MAX_ROWS) -> l
         rows = load_rows(data, config.get("max_rows"), config.get("seed", 0))
     except DataError:
         return []
-    key = f"{hashlib.sha256(Path(data).read_bytes()).hexdigest()}:{[r.index for r in rows]}"
+    key = f"{file_sha256(data)}:{[r.index for r in rows]}"
 
     def scores(ref: str | None) -> list[list[list[Any]]] | None:
         if ref is None:

@@ -89,6 +89,12 @@ def test_summary_follows_the_output_contract(small_run: tuple[Path, dict, list[s
     for name in ["config.yaml", "meta.json", "manifest.json", "report.md", "effects.png"]:
         assert (out / name).is_file(), name
     assert "| 800 |" in (out / "report.md").read_text()
+    # Where its world was built, and which weights it holds (builds differ across CPU types).
+    (world,) = summary["worlds"]
+    assert [b["name"] for b in world["bases"]] == ["base-0", "base-1"]
+    assert all(len(b["sha256"]) == 64 for b in world["bases"])
+    assert world["numerics"]["cpu_capability"] and world["key"].startswith("world/")
+    assert "## Toy worlds" in (out / "report.md").read_text()
 
 
 def test_rerun_finds_every_task_in_the_store(

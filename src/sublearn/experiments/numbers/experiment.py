@@ -258,12 +258,30 @@ def write_run_report(
         console=console,
         api_usage=api_usage,
         coverage=coverage,
+        worlds=_worlds(plan, store),
     )
     if plan.cfg.defences:
         summary["defences"] = _defences_report(plan, store, records, observations, run_dir, console)
         atomic_write_json(run_dir / "summary.json", summary)
     _write_extras(run_dir)
     return summary
+
+
+def _worlds(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """Each toy world of the run: its store id, its bases' weight digests, where it was built."""
+    from sublearn.toy.world import read_manifest
+
+    worlds = []
+    for name, task in plan.worlds.items():
+        manifest = read_manifest(store.path(task.id)) or {}
+        bases = [
+            {"name": b["name"], "sha256": b.get("sha256"), "final_loss": b.get("final_loss")}
+            for b in manifest.get("bases", [])
+        ]
+        worlds.append(
+            {"name": name, "key": task.id, "bases": bases, "numerics": manifest.get("numerics")}
+        )
+    return worlds
 
 
 def _write_extras(run_dir: Path) -> None:
