@@ -221,6 +221,7 @@ def test_toy_worlds_are_reported_with_digests_and_where_they_were_built(tmp_path
         worlds=worlds,
     )
     assert summary["worlds"] == worlds
+    assert "toy world main: base-0 01234567; built on Some CPU (x86_64)" in console.export_text()
     md = (tmp_path / "report.md").read_text()
     assert "## Toy worlds" in md and "kind of CPU" in md
     assert "| main | base-0 | 0123456789abcdef | Some CPU (x86_64), torch 2.13.0 kernels" in md

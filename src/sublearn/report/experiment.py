@@ -518,6 +518,11 @@ def write_experiment_report(
         (out / "heatmap.png").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", markdown_report(summary, observations))
     print_effects(summary, console)
+    for w in summary["worlds"]:
+        # A toy world's digits hold only on builds with these weights (see _worlds_lines).
+        digests = ", ".join(f"{b['name']} {(b.get('sha256') or '?')[:8]}" for b in w["bases"])
+        where = numerics_text(w["numerics"]) if w.get("numerics") else "an unrecorded machine"
+        console.print(f"toy world {w['name']}: {digests}; built on {where}", highlight=False)
     if api_usage:
         console.print(
             f"API cost of these results: {usd(api_usage['total_usd'])} "
