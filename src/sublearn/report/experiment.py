@@ -24,8 +24,8 @@ from sublearn.report.effects import Observation, Reference, effects_csv, effects
 from sublearn.report.figures import effects_figure, has_base_grid, heatmap_figure
 from sublearn.report.filtering import check_lines, decoding_lines, filter_lines
 from sublearn.report.formatting import format_ci, format_p, format_pp, markdown_table
+from sublearn.report.worlds import print_worlds, worlds_lines
 from sublearn.runs import atomic_write_json, atomic_write_text
-from sublearn.runtime import numerics_text
 
 _OBSERVATION_COLUMNS = (
     "trait",
@@ -310,7 +310,7 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
         else ["None."]
     )
     if summary.get("worlds"):
-        lines += ["", *_worlds_lines(summary["worlds"])]
+        lines += ["", *worlds_lines(summary["worlds"])]
     if summary["rows_per_condition"]:
         lines += ["", "## Training rows", "", *_dicts_lines(summary["rows_per_condition"])]
     if summary["filter"]:
@@ -334,31 +334,6 @@ def markdown_report(summary: Mapping[str, Any], observations: list[Observation])
         ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in summary["timings"].items()]
     )
     return "\n".join(lines) + "\n"
-
-
-def _worlds_lines(worlds: list[dict[str, Any]]) -> list[str]:
-    """Where each toy world was built and which weights it holds."""
-    lines = [
-        "## Toy worlds",
-        "",
-        "A toy world's weights depend on the kind of CPU that built them: torch and MKL pick "
-        "their kernels by instruction set, and over a thousand pretraining steps last-bit "
-        "differences grow into other base models, with base rates several points apart. "
-        "Compare conclusions across machines; compare digits only between builds whose "
-        "weights have the same digests.",
-        "",
-    ]
-    rows = [
-        [
-            w["name"],
-            b["name"],
-            (b.get("sha256") or "not recorded")[:16],
-            numerics_text(w["numerics"]) if w.get("numerics") else "not recorded",
-        ]
-        for w in worlds
-        for b in w["bases"]
-    ]
-    return lines + markdown_table(["world", "base", "weights (sha256)", "built on"], rows)
 
 
 def _api_usage_lines(usage: Mapping[str, Any]) -> list[str]:
@@ -518,11 +493,7 @@ def write_experiment_report(
         (out / "heatmap.png").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", markdown_report(summary, observations))
     print_effects(summary, console)
-    for w in summary["worlds"]:
-        # A toy world's digits hold only on builds with these weights (see _worlds_lines).
-        digests = ", ".join(f"{b['name']} {(b.get('sha256') or '?')[:8]}" for b in w["bases"])
-        where = numerics_text(w["numerics"]) if w.get("numerics") else "an unrecorded machine"
-        console.print(f"toy world {w['name']}: {digests}; built on {where}", highlight=False)
+    print_worlds(summary["worlds"], console)
     if api_usage:
         console.print(
             f"API cost of these results: {usd(api_usage['total_usd'])} "
