@@ -37,7 +37,7 @@ from sublearn.engine.params import (
     WorldParams,
 )
 from sublearn.engine.task import Task
-from sublearn.errors import PlanError, SublearnError
+from sublearn.errors import DataError, PlanError, SublearnError
 from sublearn.experiments.numbers.config import (
     DatasetTeacher,
     ExperimentConfig,
@@ -52,6 +52,7 @@ from sublearn.finetune.config import FinetuneConfig
 from sublearn.judges.config import JudgeConfig
 from sublearn.prompts.persona import preference_system_prompt
 from sublearn.registry import Registry
+from sublearn.runs import file_sha256
 
 
 @dataclass(frozen=True)
@@ -555,12 +556,8 @@ def _dataset(
 
 
 def _sha(path: str) -> str:
-    import hashlib
-
-    from sublearn.errors import DataError
-
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError as err:
         raise DataError(f"teacher dataset {path}: {err.strerror}") from None
 
