@@ -121,3 +121,19 @@ def test_sweep_figure_fits_every_interval(tmp_path: Path) -> None:
         d = r["primary"]["treatment_minus_control"]
         assert lo <= d["ci95"][0] and d["ci95"][1] <= hi
     assert [t.get_text() for t in ax.get_xticklabels()] == ["rows=0", "rows=1"]
+
+
+def test_heatmap_prints_tiny_effects_smaller_so_they_fit_their_cell(tmp_path: Path) -> None:
+    # In-context students move P(owl) by 1e-4 pp: their CI prints in scientific notation.
+    obs = []
+    for seed, (t, c) in enumerate([(6.1e-5, 6.0e-5), (5.2e-5, 6.3e-5), (7.0e-5, 5.5e-5)]):
+        for base, scale in (("base0", 1.0), ("base1", 3000.0)):
+            obs.append(observation("owl-ft", "sft", base, "treatment", seed, t * scale))
+            obs.append(observation("owl-ft", "sft", base, "control", seed, c * scale))
+    summary = effects_table(obs, references(), PRIMARY)
+    fig = heatmap_figure(summary, tmp_path / "heatmap.png")
+    (panel,) = [ax for ax in fig.axes if ax.images]
+    sizes = {t.get_text(): t.get_fontsize() for t in panel.texts}
+    tiny = [size for text, size in sizes.items() if "e-0" in text]
+    assert tiny and all(size < 8 for size in tiny)
+    assert any(size == 8 for text, size in sizes.items() if "e-0" not in text)

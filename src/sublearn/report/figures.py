@@ -213,13 +213,15 @@ def _heat_panel(
             ax.text(j, i, "n/a", ha="center", va="center", fontsize=8, color="#777777")
             continue
         dark = abs(grid[i, j]) > 0.6 * vmax
+        # Tiny effects print in scientific notation, too wide for a cell at 8 points.
+        wide = max(len(line) for line in text[i, j].splitlines()) > 18
         ax.text(
             j,
             i,
             text[i, j],
             ha="center",
             va="center",
-            fontsize=8,
+            fontsize=6.5 if wide else 8,
             color="white" if dark else "black",
         )
     for r in rows:
