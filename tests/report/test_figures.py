@@ -133,7 +133,7 @@ def test_heatmap_prints_tiny_effects_smaller_so_they_fit_their_cell(tmp_path: Pa
     summary = effects_table(obs, references(), PRIMARY)
     fig = heatmap_figure(summary, tmp_path / "heatmap.png")
     (panel,) = [ax for ax in fig.axes if ax.images]
-    sizes = {t.get_text(): t.get_fontsize() for t in panel.texts}
+    sizes = {t.get_text(): float(t.get_fontsize()) for t in panel.texts}
     tiny = [size for text, size in sizes.items() if "e-0" in text]
     assert tiny and all(size < 8 for size in tiny)
     assert any(size == 8 for text, size in sizes.items() if "e-0" not in text)
